@@ -1,0 +1,187 @@
+//! The internal certificate authority: pure issuance, no database and no HTTP.
+//!
+//! Every function takes `now` as an argument so validity periods are testable. The
+//! root CA is generated once per trust domain (persisted, sealed, by `startup`);
+//! identity certificates are signed from CSRs whose key never leaves the node
+//! ([`issue`]); the control plane's own server certificate is issued here too.
+
+pub mod issue;
+pub mod leaf;
+pub mod sealing;
+
+use ferry_shared::TrustDomain;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::net::IpAddr;
+use time::{Duration, OffsetDateTime};
+
+pub use issue::IssuedCert;
+
+/// How far `not_before` is backdated, so nodes with a slow clock accept new certificates.
+pub const BACKDATE: Duration = Duration::minutes(5);
+const ROOT_LIFETIME: Duration = Duration::days(3650);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("stored CA certificate is unreadable: {0}")]
+    BadStoredCert(String),
+    #[error("CSR rejected: {0}")]
+    CsrRejected(String),
+    #[error("CSR key type {found} is not allowed by the service (it requires {required})")]
+    KeyTypeNotAllowed {
+        found: String,
+        required: ferry_shared::KeyType,
+    },
+    #[error("invalid server name {0:?}")]
+    BadServerName(String),
+}
+
+/// The root CA of one trust domain, ready to sign.
+pub struct Ca {
+    trust_domain: TrustDomain,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// 128 random bits with the top bit clear (a positive DER integer).
+pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| CaError::CsrRejected("random number generator failed".into()))?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // never a leading zero byte, so the hex form is stable
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+impl Ca {
+    /// A new root CA; returns it with its private key as PKCS#8 PEM (to be sealed).
+    pub fn generate(
+        trust_domain: &TrustDomain,
+        now: OffsetDateTime,
+    ) -> Result<(Self, String), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Ferry");
+        dn.push(
+            DnType::CommonName,
+            format!("Ferry root CA for {trust_domain}"),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = now - Duration::hours(1);
+        params.not_after = now + ROOT_LIFETIME;
+        params.serial_number = Some(random_serial()?);
+        params.subject_alt_names =
+            vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
+        let cert = params.self_signed(&key)?;
+        let key_pem = key.serialize_pem();
+        let ca = Self {
+            trust_domain: trust_domain.clone(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        };
+        Ok((ca, key_pem))
+    }
+
+    /// The CA as stored: certificate PEM and (unsealed) key PEM.
+    pub fn load(
+        trust_domain: &TrustDomain,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| CaError::BadStoredCert(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(Self {
+            trust_domain: trust_domain.clone(),
+            cert_pem: cert_pem.to_owned(),
+            cert_der,
+            issuer,
+        })
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// PEM of the trust bundle (today: the one root).
+    pub fn bundle_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// `sha256:<hex>` of the root's DER, the pin agents enroll with.
+    pub fn fingerprint(&self) -> String {
+        ferry_shared::hash::ca_fingerprint(&self.cert_der)
+    }
+
+    /// The control plane's TLS server certificate for `names` (DNS names or IPs).
+    /// Returns (certificate chain PEM, key PEM).
+    pub fn issue_server_cert(
+        &self,
+        names: &[String],
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<(String, String), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            names
+                .first()
+                .map(String::as_str)
+                .unwrap_or("ferry-control-plane"),
+        );
+        params.distinguished_name = dn;
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => n
+                    .clone()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|_| CaError::BadServerName(n.clone())),
+            })
+            .collect::<Result<_, _>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - BACKDATE;
+        params.not_after = now + ttl;
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        ))
+    }
+}

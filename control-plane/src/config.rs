@@ -1,0 +1,271 @@
+//! Control-plane configuration: the only module that reads the environment or files.
+//!
+//! Precedence: command-line flags, then `FERRY_*` environment variables, then the TOML
+//! file, then defaults. Parsed once into validated types; unknown TOML keys are errors.
+//! Tests build [`Config`] directly with [`Config::new`].
+
+use ferry_shared::TrustDomain;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Validated settings of `ferry-control-plane serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory for the SQLite file, the master key file and `admin-token`.
+    pub data_dir: PathBuf,
+    /// Address of the one HTTPS listener (customers, admins and agents).
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; `None` selects the embedded SQLite file `<data_dir>/ferry.db`.
+    pub database_url: Option<Secret>,
+    /// Trust domain of node identities (`spiffe://<trust_domain>/...`).
+    pub trust_domain: TrustDomain,
+    /// DNS names and IP addresses in the control plane's server certificate.
+    pub server_names: Vec<String>,
+    /// Lifetime of agents' identity certificates.
+    pub identity_ttl: Duration,
+    /// Master key text (hex or base64 of 32 bytes); `None` uses `master_key_file`.
+    pub master_key: Option<Secret>,
+    /// Key file used (and created 0600 on first start) when no master key is given.
+    pub master_key_file: PathBuf,
+    /// Database connections per replica.
+    pub db_pool_size: u32,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+    /// Background job pacing (renewal tick, rotation tick, delivery timeout).
+    pub jobs: crate::jobs::JobSettings,
+}
+
+impl Config {
+    /// Defaults for a data directory: embedded SQLite, 127.0.0.1:8443, `ferry.local`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            master_key_file: data_dir.join("master.key"),
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            database_url: None,
+            trust_domain: TrustDomain::parse("ferry.local")
+                .unwrap_or_else(|_| unreachable!("valid literal")),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            identity_ttl: Duration::from_secs(24 * 3600),
+            master_key: None,
+            db_pool_size: 16,
+            log_json: false,
+            jobs: crate::jobs::JobSettings::default(),
+        }
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("ferry.db")
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    /// Builds the config from flags, environment and an optional file.
+    pub fn load(
+        flags: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        let pick = |flag: &Option<String>, var: &str, file: &Option<String>| {
+            flag.clone().or_else(|| env(var)).or_else(|| file.clone())
+        };
+        let data_dir = pick(&flags.data_dir, "FERRY_DATA_DIR", &file.data_dir)
+            .unwrap_or_else(|| "ferry-data".into());
+        let mut cfg = Self::new(data_dir);
+        if let Some(listen) = pick(&flags.listen, "FERRY_LISTEN", &file.listen) {
+            cfg.listen = listen.parse().map_err(|e| ConfigError::Invalid {
+                key: "listen",
+                message: format!("{listen:?}: {e}"),
+            })?;
+        }
+        if let Some(url) = pick(
+            &flags.database_url,
+            "FERRY_DATABASE_URL",
+            &file.database_url,
+        ) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid {
+                    key: "database_url",
+                    message: "must start with postgres:// (omit it for the embedded SQLite store)"
+                        .into(),
+                });
+            }
+            cfg.database_url = Some(Secret(url));
+        }
+        if let Some(td) = env("FERRY_TRUST_DOMAIN").or(file.trust_domain) {
+            cfg.trust_domain = TrustDomain::parse(&td).map_err(|e| ConfigError::Invalid {
+                key: "trust_domain",
+                message: e.to_string(),
+            })?;
+        }
+        if let Some(names) = file.server_names {
+            if names.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "server_names",
+                    message: "must not be empty".into(),
+                });
+            }
+            cfg.server_names = names;
+        }
+        if let Some(secs) = file.identity_ttl_seconds {
+            if !(300..=30 * 86400).contains(&secs) {
+                return Err(ConfigError::Invalid {
+                    key: "identity_ttl_seconds",
+                    message: "must be 300..=2592000".into(),
+                });
+            }
+            cfg.identity_ttl = Duration::from_secs(secs);
+        }
+        cfg.master_key = env("FERRY_MASTER_KEY").map(Secret);
+        if let Some(path) = file.master_key_file {
+            cfg.master_key_file = path;
+        }
+        if let Some(n) = file.db_pool_size {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "db_pool_size",
+                    message: "must be at least 1".into(),
+                });
+            }
+            cfg.db_pool_size = n;
+        }
+        cfg.log_json = flags.log_json || file.log_json.unwrap_or(false);
+        if let Some(secs) = file.delivery_timeout_seconds {
+            if secs < 10 {
+                return Err(ConfigError::Invalid {
+                    key: "delivery_timeout_seconds",
+                    message: "must be at least 10".into(),
+                });
+            }
+            cfg.jobs.delivery_timeout = Duration::from_secs(secs);
+        }
+        Ok(cfg)
+    }
+}
+
+/// Values given on the command line (each optional).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<String>,
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub log_json: bool,
+}
+
+/// The TOML file, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<String>,
+    listen: Option<String>,
+    database_url: Option<String>,
+    trust_domain: Option<String>,
+    server_names: Option<Vec<String>>,
+    identity_ttl_seconds: Option<u64>,
+    master_key_file: Option<PathBuf>,
+    db_pool_size: Option<u32>,
+    log_json: Option<bool>,
+    delivery_timeout_seconds: Option<u64>,
+}
+
+impl FileConfig {
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.message().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cp.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n",
+        )
+        .expect("write");
+        let flags = Overrides {
+            config: Some(file.clone()),
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let env = |k: &str| (k == "FERRY_LISTEN").then(|| "127.0.0.1:9100".to_owned());
+        let cfg = Config::load(&flags, &env).expect("valid");
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(cfg.listen.port(), 9100);
+
+        std::fs::write(&file, "listn = \"127.0.0.1:9000\"\n").expect("write");
+        let err = Config::load(&flags, &no_env).expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn database_url_must_be_postgres_and_is_redacted() {
+        let flags = Overrides {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(&flags, &no_env).is_err());
+        let flags = Overrides {
+            database_url: Some("postgres://u:hunter2@h/db".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&flags, &no_env).expect("valid");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,239 @@
+//! Issuing a node's next bundle: a new certificate (central: with a new key, sealed at
+//! rest; node-key: from the node's CSR, or a request for one), the next version, the
+//! content hash, and the time of the next renewal. Runs inside the caller's transaction.
+
+use crate::ca::leaf::{generate_key, render_sans};
+use crate::ca::sealing::{MasterKey, SealError};
+use crate::ca::{Ca, CaError};
+use crate::store::bundles::BundleRow;
+use crate::store::services::ServiceRow;
+use crate::store::{self, Conn};
+use ferry_shared::hash::bundle_content_hash;
+use ferry_shared::{KeyMode, KeyType, NodeId, ServiceName, SpiffeId, TrustDomain};
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error(transparent)]
+    Store(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("node {0} no longer exists")]
+    NodeGone(String),
+    #[error("stored service {0} is invalid: {1}")]
+    BadService(String, String),
+}
+
+/// What issuing needs besides the database.
+pub struct Issuer<'a> {
+    pub ca: &'a Ca,
+    pub master: &'a MasterKey,
+    pub trust_domain: &'a TrustDomain,
+}
+
+/// Deterministic jitter spreads renewals over part of the renew window, so nodes issued
+/// together (a restart, a mass re-issue) do not all renew in the same second.
+pub fn renew_at(
+    issued_ms: i64,
+    ttl_s: i64,
+    renew_before_s: i64,
+    service: &str,
+    node: &str,
+    version: i64,
+) -> i64 {
+    let spread_ms = (renew_before_s.min(ttl_s - renew_before_s).max(0) * 1000) / 2;
+    let jitter = if spread_ms > 0 {
+        let h = ferry_shared::hash::sha256_hex(format!("{service}/{node}/{version}").as_bytes());
+        (u64::from_str_radix(&h[..12], 16).unwrap_or(0) % spread_ms as u64) as i64
+    } else {
+        0
+    };
+    issued_ms + (ttl_s - renew_before_s) * 1000 - jitter
+}
+
+fn spiffe(td: &TrustDomain, svc: &str, node: &str) -> Result<SpiffeId, IssueError> {
+    let bad = |e: ferry_shared::NameError| IssueError::BadService(svc.to_owned(), e.to_string());
+    Ok(SpiffeId {
+        trust_domain: td.clone(),
+        service: ServiceName::parse(svc).map_err(bad)?,
+        node: NodeId::parse(node).map_err(bad)?,
+    })
+}
+
+fn policy(svc: &ServiceRow) -> Result<(KeyType, KeyMode), IssueError> {
+    let bad = |e: ferry_shared::NameError| IssueError::BadService(svc.name.clone(), e.to_string());
+    Ok((
+        svc.key_type.parse().map_err(bad)?,
+        svc.key_mode.parse().map_err(bad)?,
+    ))
+}
+
+impl Issuer<'_> {
+    /// The next bundle for the node under its service's policy: central mode issues a
+    /// new key and certificate; node-key mode asks the node for a CSR. Returns the
+    /// new version.
+    pub fn renew(
+        &self,
+        c: &mut Conn<'_>,
+        svc: &ServiceRow,
+        node_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<i64, IssueError> {
+        let (key_type, key_mode) = policy(svc)?;
+        let id = spiffe(self.trust_domain, &svc.name, node_id)?;
+        match key_mode {
+            KeyMode::Central => {
+                let key = generate_key(key_type)?;
+                let cert = self.sign(svc, &id, &key, now)?;
+                self.store(
+                    c,
+                    svc,
+                    node_id,
+                    cert.pem,
+                    Some(key.serialize_pem()),
+                    Some(cert.not_after),
+                    false,
+                    now,
+                )
+            }
+            KeyMode::NodeKey => {
+                // Keep serving the current certificate while the node produces a CSR.
+                let current = store::bundles::get(c, &svc.name, node_id)?;
+                let (pem, not_after) = current
+                    .map(|b| (b.cert_pem, b.not_after.map(store::from_ms)))
+                    .unwrap_or_default();
+                self.store(c, svc, node_id, pem, None, not_after, true, now)
+            }
+        }
+    }
+
+    /// node-key mode: signs the node's CSR into its next bundle.
+    pub fn from_csr(
+        &self,
+        c: &mut Conn<'_>,
+        svc: &ServiceRow,
+        node_id: &str,
+        csr_pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<i64, IssueError> {
+        let (key_type, _) = policy(svc)?;
+        let id = spiffe(self.trust_domain, &svc.name, node_id)?;
+        let dns = render_sans(&svc.san_template, &id);
+        let ttl = time::Duration::seconds(svc.cert_ttl_seconds);
+        let cert = self
+            .ca
+            .issue_leaf_from_csr(csr_pem, key_type, &id, &dns, now, ttl)?;
+        self.store(
+            c,
+            svc,
+            node_id,
+            cert.pem,
+            None,
+            Some(cert.not_after),
+            false,
+            now,
+        )
+    }
+
+    fn sign(
+        &self,
+        svc: &ServiceRow,
+        id: &SpiffeId,
+        key: &rcgen::KeyPair,
+        now: OffsetDateTime,
+    ) -> Result<crate::ca::IssuedCert, IssueError> {
+        let dns = render_sans(&svc.san_template, id);
+        Ok(self.ca.issue_leaf(
+            key,
+            id,
+            &dns,
+            now,
+            time::Duration::seconds(svc.cert_ttl_seconds),
+        )?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        c: &mut Conn<'_>,
+        svc: &ServiceRow,
+        node_id: &str,
+        cert_pem: String,
+        key_pem: Option<String>,
+        not_after: Option<OffsetDateTime>,
+        csr_required: bool,
+        now: OffsetDateTime,
+    ) -> Result<i64, IssueError> {
+        let node = store::nodes::get(c, &svc.name, node_id)?
+            .ok_or_else(|| IssueError::NodeGone(node_id.to_owned()))?;
+        let version = node.desired_version + 1;
+        let metadata = "{}".to_owned();
+        let trust = self.ca.bundle_pem();
+        let hash = bundle_content_hash(&cert_pem, "", key_pem.as_deref(), trust, &metadata);
+        let aad = format!("{}/{}/{}", svc.name, node_id, version);
+        let key_sealed = key_pem
+            .map(|k| self.master.seal(k.as_bytes(), aad.as_bytes()))
+            .transpose()?;
+        let now_ms = store::ms(now);
+        let next = (!csr_required).then(|| {
+            renew_at(
+                now_ms,
+                svc.cert_ttl_seconds,
+                svc.renew_before_seconds,
+                &svc.name,
+                node_id,
+                version,
+            )
+        });
+        store::bundles::put(
+            c,
+            &BundleRow {
+                service: svc.name.clone(),
+                node_id: node_id.to_owned(),
+                version,
+                content_hash: hash.clone(),
+                cert_pem,
+                chain_pem: String::new(),
+                key_id: key_sealed.as_ref().map(|_| self.master.id().to_owned()),
+                key_sealed,
+                not_after: not_after.map(store::ms),
+                csr_required,
+                metadata,
+                created_at: now_ms,
+            },
+        )?;
+        store::nodes::set_desired(c, &svc.name, node_id, version, &hash, next)?;
+        Ok(version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewals_fall_inside_the_window_and_spread_out() {
+        let (ttl, before) = (3600, 1200);
+        let times: Vec<i64> = (0..200)
+            .map(|i| renew_at(0, ttl, before, "web", &format!("n{i}"), 1))
+            .collect();
+        let latest = (ttl - before) * 1000;
+        let earliest = latest - before.min(ttl - before) * 1000 / 2;
+        assert!(
+            times.iter().all(|t| (earliest..=latest).contains(t)),
+            "outside window"
+        );
+        let distinct: std::collections::HashSet<_> = times.iter().map(|t| t / 10_000).collect();
+        assert!(
+            distinct.len() > 30,
+            "renewals bunch up: {} distinct 10 s slots",
+            distinct.len()
+        );
+        assert_eq!(
+            renew_at(0, ttl, before, "web", "n1", 1),
+            renew_at(0, ttl, before, "web", "n1", 1)
+        );
+    }
+}

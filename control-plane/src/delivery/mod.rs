@@ -1,0 +1,12 @@
+//! Delivery: issuing each node's next bundle ([`issue`]), holding agents' long-polls
+//! until their version changes ([`waiters`]), and waking polls across replicas
+//! ([`notify`]). The HTTP handlers in `http::delivery` and the jobs in `jobs` use these;
+//! a held poll never holds a database connection.
+
+pub mod issue;
+pub mod notify;
+pub mod waiters;
+
+pub use issue::{IssueError, Issuer};
+pub use notify::Changes;
+pub use waiters::Waiters;

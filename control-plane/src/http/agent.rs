@@ -1,0 +1,196 @@
+//! The agent API: enrollment with a join token (the only agent call without a client
+//! certificate), identity renewal over mTLS, and `whoami`.
+
+use super::extract::{AgentIdentity, ApiJson};
+use super::{ApiError, AppState};
+use crate::store::{self, audit::NewAudit, nodes::NodeRow};
+use axum::Json;
+use axum::extract::State;
+use ferry_shared::api::{EnrollRequest, IdentityIssued, RenewRequest, WhoAmI};
+use ferry_shared::hash::sha256_hex;
+use ferry_shared::{KeyType, SpiffeId};
+use time::OffsetDateTime;
+
+fn identity_response(
+    state: &AppState,
+    id: &SpiffeId,
+    pem: String,
+    not_after: OffsetDateTime,
+) -> IdentityIssued {
+    IdentityIssued {
+        spiffe_id: id.to_string(),
+        certificate: pem,
+        ca_certificates: state.ca.bundle_pem().to_owned(),
+        not_after,
+        server_time: OffsetDateTime::now_utc(),
+    }
+}
+
+fn ttl(state: &AppState) -> time::Duration {
+    time::Duration::try_from(state.identity_ttl).unwrap_or(time::Duration::hours(24))
+}
+
+/// `POST /v1/agent/enroll`. Checks, in order, the join token, the service and the CSR,
+/// and only then spends one use of the token, all in one transaction: a refused
+/// enrollment changes nothing.
+pub async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<Json<IdentityIssued>, ApiError> {
+    let id = SpiffeId {
+        trust_domain: state.trust_domain.clone(),
+        service: req.service.clone(),
+        node: req.node_id.clone(),
+    };
+    let token_hash = sha256_hex(req.join_token.as_bytes());
+    let st = state.clone();
+    let spiffe = id.clone();
+    let issued = state
+        .store
+        .write(move |c| {
+            let now = OffsetDateTime::now_utc();
+            let now_ms = store::ms(now);
+            let token = store::join_tokens::find_by_hash(c, &token_hash)?
+                .filter(|t| t.service == spiffe.service.as_str())
+                .ok_or_else(|| {
+                    ApiError::unauthorized("join token is not valid for this service")
+                })?;
+            if token.expires_at <= now_ms {
+                return Err(ApiError::forbidden(
+                    "join token has expired; create a new one",
+                ));
+            }
+            if token.uses >= token.max_uses {
+                return Err(ApiError::forbidden(
+                    "join token has no uses left; create a new one",
+                ));
+            }
+            let svc = store::services::get(c, spiffe.service.as_str(), None)?
+                .ok_or_else(|| ApiError::not_found(format!("service {}", spiffe.service)))?;
+            let key_type: KeyType = svc
+                .key_type
+                .parse()
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+            let cert = st
+                .ca
+                .issue_identity(&req.csr, &spiffe, key_type, now, ttl(&st))?;
+            if !store::join_tokens::consume(c, &token.id, now_ms)? {
+                return Err(ApiError::forbidden(
+                    "join token has no uses left; create a new one",
+                ));
+            }
+            let existing = store::nodes::get(c, spiffe.service.as_str(), spiffe.node.as_str())?;
+            let not_after = store::ms(cert.not_after);
+            let action = if existing.is_some() {
+                store::nodes::reenroll(
+                    c,
+                    spiffe.service.as_str(),
+                    spiffe.node.as_str(),
+                    &cert.serial,
+                    not_after,
+                    now_ms,
+                )?;
+                "node.reenroll"
+            } else {
+                store::nodes::insert(
+                    c,
+                    &NodeRow {
+                        service: spiffe.service.to_string(),
+                        node_id: spiffe.node.to_string(),
+                        state: "active".into(),
+                        identity_serial: cert.serial.clone(),
+                        prev_identity_serial: None,
+                        identity_not_after: not_after,
+                        enrolled_at: now_ms,
+                        last_seen: Some(now_ms),
+                        desired_version: 0,
+                        acked_version: 0,
+                        cert_not_after: None,
+                        desired_hash: None,
+                        acked_hash: None,
+                        acked_at: None,
+                        // Central mode: due at once, so the scheduler issues the
+                        // first bundle within a tick.
+                        renew_at: Some(now_ms),
+                        clock_skew_ms: None,
+                        last_error: None,
+                        hook_exit_code: None,
+                        agent_version: None,
+                    },
+                )?;
+                "node.enroll"
+            };
+            store::audit::record(
+                c,
+                &NewAudit {
+                    at: now_ms,
+                    actor: format!("join-token:{}", token.id),
+                    tenant: Some(svc.tenant),
+                    action: action.into(),
+                    target: format!("{}/{}", spiffe.service, spiffe.node),
+                    detail: serde_json::json!({ "serial": cert.serial }).to_string(),
+                },
+            )?;
+            Ok::<_, ApiError>(cert)
+        })
+        .await?;
+    tracing::info!(spiffe_id = %id, serial = %issued.serial, "node enrolled");
+    Ok(Json(identity_response(
+        &state,
+        &id,
+        issued.pem,
+        issued.not_after,
+    )))
+}
+
+/// `POST /v1/agent/renew`: a new identity certificate for the caller's own identity.
+pub async fn renew(
+    State(state): State<AppState>,
+    who: AgentIdentity,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<IdentityIssued>, ApiError> {
+    let st = state.clone();
+    let spiffe = who.id.clone();
+    let issued = state
+        .store
+        .write(move |c| {
+            let now = OffsetDateTime::now_utc();
+            let svc = store::services::get(c, spiffe.service.as_str(), None)?
+                .ok_or_else(|| ApiError::not_found(format!("service {}", spiffe.service)))?;
+            let key_type: KeyType = svc
+                .key_type
+                .parse()
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+            let cert = st
+                .ca
+                .issue_identity(&req.csr, &spiffe, key_type, now, ttl(&st))?;
+            store::nodes::renew_identity(
+                c,
+                spiffe.service.as_str(),
+                spiffe.node.as_str(),
+                &who.serial,
+                &cert.serial,
+                store::ms(cert.not_after),
+                store::ms(now),
+            )?;
+            Ok::<_, ApiError>(cert)
+        })
+        .await?;
+    tracing::debug!(spiffe_id = %who.id, serial = %issued.serial, "identity renewed");
+    Ok(Json(identity_response(
+        &state,
+        &who.id,
+        issued.pem,
+        issued.not_after,
+    )))
+}
+
+/// `GET /v1/agent/whoami`.
+pub async fn whoami(who: AgentIdentity) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        spiffe_id: who.id.to_string(),
+        service: who.id.service.clone(),
+        node_id: who.id.node.clone(),
+        server_time: OffsetDateTime::now_utc(),
+    })
+}

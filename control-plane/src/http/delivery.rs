@@ -1,0 +1,248 @@
+//! The agent's delivery calls: the bundle long-poll, the ack, and (node-key mode) the
+//! CSR. The node is always the one named by the verified client certificate.
+
+use super::extract::{AgentIdentity, ApiJson};
+use super::{ApiError, AppState};
+use crate::delivery::Changes;
+use crate::store::{self, bundles::BundleRow, nodes::AckUpdate};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferry_shared::KeyType;
+use ferry_shared::api::{
+    AckRequest, AckStatus, Bundle, BundleQuery, BundleResponse, CsrSubmission,
+    MAX_POLL_WAIT_SECONDS, headers,
+};
+use ferry_shared::hash::parse_fingerprint;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// `last_seen` is written at most this often per node, not on every poll.
+const LAST_SEEN_GRANULARITY_MS: i64 = 30_000;
+
+fn timing_headers(resp: &mut Response, retry_after_ms: u64) {
+    let h = resp.headers_mut();
+    let now = store::now_ms();
+    h.insert(
+        HeaderName::from_static(headers::SERVER_TIME_MS),
+        HeaderValue::from(now),
+    );
+    h.insert(
+        HeaderName::from_static(headers::RETRY_AFTER_MS),
+        HeaderValue::from(retry_after_ms),
+    );
+}
+
+/// A small random delay for the next poll, so agents released together spread out.
+fn jitter_ms(max: u64) -> u64 {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    u64::from_le_bytes(b) % max.max(1)
+}
+
+fn to_wire(
+    state: &AppState,
+    row: BundleRow,
+    key_type: Option<KeyType>,
+) -> Result<Bundle, ApiError> {
+    let private_key = match (&row.key_sealed, &row.key_id) {
+        (Some(sealed), Some(key_id)) => {
+            let aad = format!("{}/{}/{}", row.service, row.node_id, row.version);
+            let pem = state
+                .master
+                .open(sealed, aad.as_bytes(), key_id)
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            Some(String::from_utf8(pem).map_err(|e| ApiError::Internal(e.into()))?)
+        }
+        _ => None,
+    };
+    let metadata = serde_json::from_str(&row.metadata).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Bundle {
+        version: row.version,
+        content_hash: row.content_hash,
+        certificate: row.cert_pem,
+        chain: row.chain_pem,
+        private_key,
+        trust_bundle: state.ca.bundle_pem().to_owned(),
+        metadata,
+        not_after: row.not_after.map(store::from_ms),
+        csr_required: row.csr_required,
+        csr_key_type: if row.csr_required { key_type } else { None },
+    })
+}
+
+/// `GET /v1/agent/bundle?since=V&wait=S`: the bundle at once when the desired version
+/// is above `since`; otherwise held (without a database connection) until it changes
+/// or `wait` elapses, then 304.
+pub async fn bundle(
+    State(state): State<AppState>,
+    who: AgentIdentity,
+    Query(q): Query<BundleQuery>,
+) -> Result<Response, ApiError> {
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_POLL_WAIT_SECONDS));
+    let deadline = tokio::time::Instant::now() + wait;
+    let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
+    let now = store::now_ms();
+    if who
+        .node
+        .last_seen
+        .is_none_or(|t| now - t > LAST_SEEN_GRANULARITY_MS)
+    {
+        let (s, n) = (svc.clone(), node.clone());
+        state
+            .store
+            .read(move |c| store::nodes::touch(c, &s, &n, now))
+            .await?;
+    }
+    let handle = state.waiters.register(&svc, &node);
+    loop {
+        // Register for wake-ups before reading, so a change committed in between wakes us.
+        let notified = handle.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (s, n) = (svc.clone(), node.clone());
+        let version = state
+            .store
+            .read(move |c| store::bundles::version(c, &s, &n))
+            .await?;
+        if version.is_some_and(|v| v > q.since) {
+            let (s, n) = (svc.clone(), node.clone());
+            let found = state
+                .store
+                .read(move |c| {
+                    let b = store::bundles::get(c, &s, &n)?;
+                    let kt = match &b {
+                        Some(b) if b.csr_required => store::services::get(c, &s, None)?
+                            .and_then(|svc| svc.key_type.parse().ok()),
+                        _ => None,
+                    };
+                    Ok(b.map(|b| (b, kt)))
+                })
+                .await?;
+            if let Some((row, key_type)) = found {
+                let body = BundleResponse {
+                    bundle: to_wire(&state, row, key_type)?,
+                    server_time: OffsetDateTime::now_utc(),
+                };
+                let mut resp = Json(body).into_response();
+                timing_headers(&mut resp, 0);
+                return Ok(resp);
+            }
+        }
+        tokio::select! {
+            _ = &mut notified => continue,
+            _ = tokio::time::sleep_until(deadline) => {
+                let mut resp = StatusCode::NOT_MODIFIED.into_response();
+                timing_headers(&mut resp, jitter_ms(1000));
+                return Ok(resp);
+            }
+        }
+    }
+}
+
+/// `POST /v1/agent/ack`: persisted before the answer; duplicates and acks of older
+/// versions are harmless.
+pub async fn ack(
+    State(state): State<AppState>,
+    who: AgentIdentity,
+    ApiJson(req): ApiJson<AckRequest>,
+) -> Result<StatusCode, ApiError> {
+    let hash_ok = req
+        .content_hash
+        .strip_prefix("sha256:")
+        .is_some_and(|h| parse_fingerprint(&format!("sha256:{h}")).is_some());
+    if req.version < 1 || !hash_ok {
+        return Err(ApiError::unprocessable(
+            "invalid-ack",
+            "version must be >= 1 and content_hash sha256:<64 hex>",
+        ));
+    }
+    let clip = |s: Option<String>, n: usize| s.map(|s| s.chars().take(n).collect::<String>());
+    let installed = req.status == AckStatus::Installed;
+    let update = AckUpdate {
+        version: req.version,
+        hash: req.content_hash.clone(),
+        installed,
+        error: clip(req.error, 2000)
+            .or_else(|| (!installed).then(|| "install failed (no detail)".to_owned())),
+        cert_not_after: req.cert_not_after.map(store::ms),
+        hook_exit_code: req.hook_exit_code,
+        clock_skew_ms: req.clock_skew_ms,
+        agent_version: clip(req.agent_version, 64),
+        now: store::now_ms(),
+    };
+    let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
+    state
+        .store
+        .write(move |c| {
+            let row = store::nodes::get(c, &svc, &node)?
+                .ok_or_else(|| ApiError::forbidden("node is revoked"))?;
+            if update.version > row.desired_version {
+                return Err(ApiError::conflict(format!(
+                    "ack names version {} but the newest issued is {}",
+                    update.version, row.desired_version
+                )));
+            }
+            if installed
+                && update.version == row.desired_version
+                && row.desired_hash.as_deref() != Some(&update.hash)
+            {
+                return Err(ApiError::conflict(format!(
+                    "content hash does not match version {}",
+                    update.version
+                )));
+            }
+            store::nodes::record_ack(c, &svc, &node, &update)?;
+            let (outcome, error) = if installed {
+                ("delivered", None)
+            } else {
+                ("failed", update.error.as_deref())
+            };
+            store::deliveries::finish_up_to(
+                c,
+                &svc,
+                &node,
+                update.version,
+                outcome,
+                error,
+                update.now,
+            )?;
+            Ok(())
+        })
+        .await?;
+    state.jobs.rotation.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/agent/csr` (node-key mode): signs the node's new key into its next bundle.
+pub async fn csr(
+    State(state): State<AppState>,
+    who: AgentIdentity,
+    ApiJson(req): ApiJson<CsrSubmission>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
+    let st = state.clone();
+    let changes = state
+        .store
+        .write(move |c| {
+            let service = store::services::get(c, &svc, None)?
+                .ok_or_else(|| ApiError::not_found(format!("service {svc}")))?;
+            let requested = store::bundles::get(c, &svc, &node)?.is_some_and(|b| b.csr_required);
+            if !requested {
+                return Err(ApiError::conflict(
+                    "no CSR is requested for this node right now",
+                ));
+            }
+            let version =
+                st.issuer()
+                    .from_csr(c, &service, &node, &req.csr, OffsetDateTime::now_utc())?;
+            let mut changes = Changes::default();
+            changes.node(&svc, &node);
+            changes.notify_in_tx(c)?;
+            Ok::<_, ApiError>((changes, version))
+        })
+        .await?;
+    changes.0.wake_local(&state.waiters);
+    Ok(Json(serde_json::json!({ "version": changes.1 })))
+}

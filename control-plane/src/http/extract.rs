@@ -1,0 +1,289 @@
+//! Extractors: JSON bodies with problem+json rejections, the bearer-token caller, the
+//! mTLS node identity, and cursor pagination.
+
+use super::{ApiError, AppState};
+use crate::store::{self, audit::NewAudit, nodes::NodeRow};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use base64::Engine;
+use ferry_shared::SpiffeId;
+use ferry_shared::hash::sha256_hex;
+use serde::de::DeserializeOwned;
+use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+
+/// `Json<T>` whose rejections (syntax, unknown fields, bad names, too large, wrong
+/// content type) are problem+json with the rejection's status.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    let slug = match &r {
+        JsonRejection::JsonDataError(_) => "invalid-body",
+        JsonRejection::JsonSyntaxError(_) => "malformed-json",
+        JsonRejection::MissingJsonContentType(_) => "unsupported-media-type",
+        _ if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+        _ => "bad-body",
+    };
+    ApiError::new(r.status(), slug, r.body_text())
+}
+
+/// Who called the customer/admin API: an admin (no tenant) or a tenant's token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token_id: String,
+    pub tenant: Option<String>,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.tenant.is_none()
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this call needs an admin token"))
+        }
+    }
+
+    /// The tenant filter for reads: `None` for admins (they see everything).
+    pub fn scope(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    pub fn actor(&self) -> String {
+        match &self.tenant {
+            None => format!("admin:{}", self.token_id),
+            Some(t) => format!("tenant:{t}:{}", self.token_id),
+        }
+    }
+
+    /// An audit row for a change this caller made.
+    pub fn audit(
+        &self,
+        tenant: Option<&str>,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> NewAudit {
+        NewAudit {
+            at: store::now_ms(),
+            actor: self.actor(),
+            tenant: tenant.map(str::to_owned),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be: Bearer <token>"))?;
+        // Tokens are looked up by their SHA-256; the secret itself is never stored or
+        // compared, and the stored hash is compared in constant time.
+        let hash = sha256_hex(token.as_bytes());
+        let found = state
+            .store
+            .read(move |c| store::tokens::find_by_hash(c, &hash).map(|r| (r, hash)))
+            .await?;
+        match found {
+            (Some(row), hash)
+                if aws_lc_rs::constant_time::verify_slices_are_equal(
+                    row.token_hash.as_bytes(),
+                    hash.as_bytes(),
+                )
+                .is_ok() =>
+            {
+                Ok(Caller {
+                    token_id: row.id,
+                    tenant: row.tenant,
+                })
+            }
+            _ => Err(ApiError::unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+/// The verified client certificate of the connection, as the accept loop saw it.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    pub uri_sans: Vec<String>,
+    /// Lowercase hex of the serial's DER bytes.
+    pub serial: String,
+}
+
+impl PeerCert {
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let mut uri_sans = Vec::new();
+        for ext in cert.extensions() {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+                for name in &san.general_names {
+                    if let GeneralName::URI(u) = name {
+                        uri_sans.push((*u).to_owned());
+                    }
+                }
+            }
+        }
+        Some(Self {
+            uri_sans,
+            serial: hex::encode(cert.raw_serial()),
+        })
+    }
+}
+
+/// A node authenticated by mutual TLS, checked against the store on every request:
+/// a deleted node, or a certificate superseded by re-enrollment, is refused even while
+/// the certificate itself is still valid.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    pub id: SpiffeId,
+    pub serial: String,
+    pub node: NodeRow,
+}
+
+impl FromRequestParts<AppState> for AgentIdentity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<Option<PeerCert>>()
+            .cloned()
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "this route needs a client certificate issued by the Ferry CA",
+                )
+            })?;
+        let [uri] = peer.uri_sans.as_slice() else {
+            return Err(ApiError::forbidden(
+                "client certificate must carry exactly one SPIFFE URI",
+            ));
+        };
+        let id = SpiffeId::parse(uri).map_err(|e| ApiError::forbidden(e.to_string()))?;
+        if id.trust_domain != state.trust_domain {
+            return Err(ApiError::forbidden(format!(
+                "trust domain {} is not served here",
+                id.trust_domain
+            )));
+        }
+        let (svc, node) = (id.service.to_string(), id.node.to_string());
+        let row = state
+            .store
+            .read(move |c| store::nodes::get(c, &svc, &node))
+            .await?;
+        match row {
+            Some(node) if node.accepts_serial(&peer.serial) => Ok(Self {
+                id,
+                serial: peer.serial,
+                node,
+            }),
+            Some(_) => {
+                tracing::info!(spiffe_id = %id, "refused superseded identity certificate");
+                Err(ApiError::forbidden(
+                    "this identity certificate was superseded by a re-enrollment",
+                ))
+            }
+            None => {
+                tracing::info!(spiffe_id = %id, "refused certificate of an unknown or revoked node");
+                Err(ApiError::forbidden(
+                    "node is revoked or unknown; enroll again with a join token",
+                ))
+            }
+        }
+    }
+}
+
+/// `?limit=&cursor=` of list routes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub const MAX: i64 = 1000;
+
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=Self::MAX).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(
+                "invalid-limit",
+                format!("limit {n} is outside 1..={}", Self::MAX),
+            )),
+        }
+    }
+
+    /// The decoded cursor (the last key of the previous page).
+    pub fn after(&self) -> Result<Option<String>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid-cursor",
+                            "cursor is not one this server issued",
+                        )
+                    })
+            })
+            .transpose()
+    }
+}
+
+/// Builds a page from `limit + 1` fetched rows: the extra row only says "there is more".
+pub fn page<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    key: impl Fn(&R) -> String,
+    convert: impl Fn(R) -> T,
+) -> ferry_shared::api::Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last()
+            .map(|r| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key(r)))
+    } else {
+        None
+    };
+    ferry_shared::api::Page {
+        items: rows.into_iter().map(convert).collect(),
+        next_cursor,
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP edge: one HTTPS listener serving the customer/admin API (bearer tokens)
+//! and the agent API (mutual TLS) from the same router.
+//!
+//! `router` lists every route; handlers live in one file per resource; `extract`
+//! holds the authentication extractors (a node's identity comes only from its verified
+//! client certificate, never from the request); `tls` is the accept loop.
+
+pub mod agent;
+pub mod deliveries;
+pub mod delivery;
+pub mod error;
+pub mod extract;
+pub mod nodes;
+pub mod router;
+pub mod services;
+pub mod system;
+pub mod tenants;
+pub mod tls;
+
+use crate::ca::Ca;
+use crate::ca::sealing::MasterKey;
+use crate::delivery::{Issuer, Waiters};
+use crate::store::Store;
+use ferry_shared::TrustDomain;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::ApiError;
+
+/// What every handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub ca: Arc<Ca>,
+    pub trust_domain: TrustDomain,
+    pub identity_ttl: Duration,
+    pub master: Arc<MasterKey>,
+    pub waiters: Arc<Waiters>,
+    pub jobs: Arc<JobWakers>,
+}
+
+/// Nudges for the background jobs, so work created by a request starts at once
+/// instead of at the next tick.
+#[derive(Default)]
+pub struct JobWakers {
+    pub renewal: tokio::sync::Notify,
+    pub rotation: tokio::sync::Notify,
+}
+
+impl AppState {
+    pub fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            ca: &self.ca,
+            master: &self.master,
+            trust_domain: &self.trust_domain,
+        }
+    }
+}
+
+impl From<crate::delivery::IssueError> for ApiError {
+    fn from(e: crate::delivery::IssueError) -> Self {
+        use crate::delivery::IssueError;
+        match e {
+            IssueError::Ca(ca) => ca.into(),
+            IssueError::NodeGone(n) => ApiError::not_found(format!("node {n}")),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// A random secret with a recognisable prefix (so secret scanners can find leaks).
+pub fn new_secret(prefix: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("random number generator failed")))?;
+    Ok(format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// A short random id for rows (not secret).
+pub fn new_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("random number generator failed")))?;
+    Ok(hex::encode(bytes))
+}

@@ -1,0 +1,119 @@
+//! Nodes of a service as customers see them: list, show, revoke (delete).
+
+use super::extract::{Caller, PageQuery, page};
+use super::services::visible;
+use super::{ApiError, AppState};
+use crate::store::{self, audit, nodes::NodeRow};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use ferry_shared::api::{Node, Page};
+use ferry_shared::{NodeId, ServiceName, SpiffeId, TrustDomain};
+
+pub fn to_api(td: &TrustDomain, r: NodeRow) -> Result<Node, ApiError> {
+    let bad = |e: ferry_shared::NameError| {
+        ApiError::Internal(anyhow::anyhow!("stored node {}: {e}", r.node_id))
+    };
+    let service = ServiceName::parse(&r.service).map_err(bad)?;
+    let node_id = NodeId::parse(&r.node_id).map_err(bad)?;
+    let spiffe_id = SpiffeId {
+        trust_domain: td.clone(),
+        service: service.clone(),
+        node: node_id.clone(),
+    }
+    .to_string();
+    Ok(Node {
+        service,
+        node_id,
+        spiffe_id,
+        state: r.state,
+        desired_version: r.desired_version,
+        acked_version: r.acked_version,
+        last_seen: r.last_seen.map(store::from_ms),
+        cert_not_after: r.cert_not_after.map(store::from_ms),
+        identity_not_after: store::from_ms(r.identity_not_after),
+        enrolled_at: store::from_ms(r.enrolled_at),
+        desired_hash: r.desired_hash,
+        acked_hash: r.acked_hash,
+        renew_at: r.renew_at.map(store::from_ms),
+        clock_skew_ms: r.clock_skew_ms,
+        last_error: r.last_error,
+        hook_exit_code: r.hook_exit_code,
+        agent_version: r.agent_version,
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(svc): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Node>>, ApiError> {
+    let svc = visible(&state, &caller, &svc).await?;
+    let (limit, after) = (q.limit()?, q.after()?);
+    let rows = state
+        .store
+        .read(move |c| store::nodes::list(c, &svc.name, after.as_deref(), limit + 1))
+        .await?;
+    let p = page(
+        rows,
+        limit,
+        |r| r.node_id.clone(),
+        |r| to_api(&state.trust_domain, r),
+    );
+    Ok(Json(Page {
+        items: p.items.into_iter().collect::<Result<_, _>>()?,
+        next_cursor: p.next_cursor,
+    }))
+}
+
+async fn visible_node(
+    state: &AppState,
+    caller: &Caller,
+    svc: &str,
+    node: &str,
+) -> Result<(String, NodeRow), ApiError> {
+    let svc = visible(state, caller, svc).await?;
+    let node_id = NodeId::parse(node)?.to_string();
+    let name = svc.name.clone();
+    let row = state
+        .store
+        .read(move |c| store::nodes::get(c, &name, &node_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("node {node} of service {}", svc.name)))?;
+    Ok((svc.tenant, row))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((svc, node)): Path<(String, String)>,
+) -> Result<Json<Node>, ApiError> {
+    let (_, row) = visible_node(&state, &caller, &svc, &node).await?;
+    Ok(Json(to_api(&state.trust_domain, row)?))
+}
+
+/// Revokes a node: its row goes, so its certificates stop working at once (every
+/// agent request checks the store), and it can come back only with a join token.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((svc, node)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (tenant, row) = visible_node(&state, &caller, &svc, &node).await?;
+    let entry = caller.audit(
+        Some(&tenant),
+        "node.revoke",
+        &format!("{}/{}", row.service, row.node_id),
+        serde_json::json!({}),
+    );
+    state
+        .store
+        .write(move |c| {
+            store::nodes::delete(c, &row.service, &row.node_id)?;
+            store::deliveries::supersede_node(c, &row.service, &row.node_id, store::now_ms())?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,63 @@
+//! Every route of the control plane, in one place.
+
+use super::error::problem_response;
+use super::{AppState, agent, deliveries, delivery, nodes, services, system, tenants};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ferry_shared::api::{MAX_BODY_BYTES, routes};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(routes::HEALTHZ, get(system::healthz))
+        .route(routes::READYZ, get(system::readyz))
+        .route(routes::TRUST_BUNDLE, get(system::trust_bundle))
+        .route(routes::AUDIT, get(system::audit))
+        .route(routes::TENANTS, post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route(routes::SERVICES, post(services::create).get(services::list))
+        .route(
+            "/v1/services/{svc}",
+            get(services::get)
+                .patch(services::update)
+                .delete(services::delete),
+        )
+        .route(
+            "/v1/services/{svc}/join-tokens",
+            post(services::create_join_token),
+        )
+        .route("/v1/services/{svc}/nodes", get(nodes::list))
+        .route(
+            "/v1/services/{svc}/nodes/{node}",
+            get(nodes::get).delete(nodes::delete),
+        )
+        .route(
+            "/v1/services/{svc}/nodes/{node}/refresh",
+            post(deliveries::refresh),
+        )
+        .route("/v1/services/{svc}/rotate", post(deliveries::rotate))
+        .route(
+            "/v1/services/{svc}/rotations/{id}",
+            get(deliveries::get_rotation),
+        )
+        .route("/v1/deliveries/{id}", get(deliveries::get))
+        .route(routes::AGENT_ENROLL, post(agent::enroll))
+        .route(routes::AGENT_RENEW, post(agent::renew))
+        .route(routes::AGENT_WHOAMI, get(agent::whoami))
+        .route(routes::AGENT_BUNDLE, get(delivery::bundle))
+        .route(routes::AGENT_ACK, post(delivery::ack))
+        .route(routes::AGENT_CSR, post(delivery::csr))
+        .fallback(|| async {
+            problem_response(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                Some("no such route".into()),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            problem_response(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", None)
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,311 @@
+//! Services (create, list, get, update, delete) and their join tokens.
+//! A tenant sees only its own services: another tenant's service is a 404.
+
+use super::extract::{ApiJson, Caller, PageQuery, page};
+use super::{ApiError, AppState, new_id, new_secret};
+use crate::store::{
+    self, audit, is_unique_violation, join_tokens::JoinTokenRow, services::ServiceRow,
+};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use ferry_shared::api::{
+    CreateJoinTokenRequest, CreateServiceRequest, JoinTokenCreated, Page, Service, ServiceSettings,
+};
+use ferry_shared::hash::sha256_hex;
+use ferry_shared::{KeyMode, KeyType, ServiceName, TenantName};
+
+const MAX_TTL: u64 = 90 * 86400;
+const MAX_JOIN_TOKEN_TTL: u64 = 30 * 86400;
+
+pub fn to_api(r: ServiceRow) -> Result<Service, ApiError> {
+    let bad = |e: ferry_shared::NameError| {
+        ApiError::Internal(anyhow::anyhow!("stored service {}: {e}", r.name))
+    };
+    Ok(Service {
+        name: ServiceName::parse(&r.name).map_err(bad)?,
+        tenant: TenantName::parse(&r.tenant).map_err(bad)?,
+        cert_ttl_seconds: r.cert_ttl_seconds as u64,
+        renew_before_seconds: r.renew_before_seconds as u64,
+        key_type: r.key_type.parse::<KeyType>().map_err(bad)?,
+        key_mode: r.key_mode.parse::<KeyMode>().map_err(bad)?,
+        stale_after_seconds: r.stale_after_seconds as u64,
+        grace_seconds: r.grace_seconds as u64,
+        alert_before_seconds: r.alert_before_seconds as u64,
+        san_template: r.san_template.clone(),
+        created_at: store::from_ms(r.created_at),
+        updated_at: store::from_ms(r.updated_at),
+    })
+}
+
+/// Applies `s` over `row` (defaults derive from the TTL when not set) and validates.
+fn apply_settings(
+    row: &mut ServiceRow,
+    s: &ServiceSettings,
+    creating: bool,
+) -> Result<(), ApiError> {
+    let invalid = |d: String| ApiError::unprocessable("invalid-settings", d);
+    if let Some(ttl) = s.cert_ttl_seconds {
+        if !(60..=MAX_TTL).contains(&ttl) {
+            return Err(invalid(format!(
+                "cert_ttl_seconds must be 60..={MAX_TTL}, got {ttl}"
+            )));
+        }
+        row.cert_ttl_seconds = ttl as i64;
+    }
+    let ttl = row.cert_ttl_seconds;
+    let derived = |v: Option<u64>, default: i64| v.map(|x| x as i64).unwrap_or(default);
+    row.renew_before_seconds = derived(
+        s.renew_before_seconds,
+        if creating {
+            ttl / 3
+        } else {
+            row.renew_before_seconds
+        },
+    );
+    row.alert_before_seconds = derived(
+        s.alert_before_seconds,
+        if creating {
+            row.renew_before_seconds / 2
+        } else {
+            row.alert_before_seconds
+        },
+    );
+    row.stale_after_seconds = derived(s.stale_after_seconds, row.stale_after_seconds);
+    row.grace_seconds = derived(s.grace_seconds, row.grace_seconds);
+    if let Some(k) = s.key_type {
+        row.key_type = k.to_string();
+    }
+    if let Some(m) = s.key_mode {
+        row.key_mode = m.to_string();
+    }
+    if let Some(t) = &s.san_template {
+        if !crate::ca::leaf::template_is_valid(t) {
+            return Err(invalid(format!(
+                "san_template {t:?} does not render to DNS names (placeholders: {{node}}, {{service}}, {{trust_domain}})"
+            )));
+        }
+        row.san_template = t.clone();
+    }
+    if !(10..ttl).contains(&row.renew_before_seconds) {
+        return Err(invalid(format!(
+            "renew_before_seconds must be 10..{ttl} (below cert_ttl_seconds)"
+        )));
+    }
+    if !(0..=row.renew_before_seconds).contains(&row.alert_before_seconds) {
+        return Err(invalid(
+            "alert_before_seconds must not exceed renew_before_seconds".into(),
+        ));
+    }
+    if !(10..=MAX_TTL as i64).contains(&row.stale_after_seconds)
+        || !(0..=MAX_TTL as i64).contains(&row.grace_seconds)
+    {
+        return Err(invalid(
+            "stale_after_seconds must be 10..=90 days and grace_seconds at most 90 days".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The service if the caller may see it, else 404 (never 403: existence is not leaked).
+pub async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<ServiceRow, ApiError> {
+    let svc = ServiceName::parse(name)?.to_string();
+    let scope = caller.tenant.clone();
+    state
+        .store
+        .read(move |c| store::services::get(c, &svc, scope.as_deref()))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("service {name}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateServiceRequest>,
+) -> Result<(StatusCode, Json<Service>), ApiError> {
+    let tenant = match (&caller.tenant, req.tenant) {
+        (Some(own), None) => own.clone(),
+        (Some(own), Some(t)) if t.as_str() == own => own.clone(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::forbidden(
+                "a tenant token creates services in its own tenant only",
+            ));
+        }
+        (None, t) => t
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| store::tenants::DEFAULT_TENANT.to_owned()),
+    };
+    let now = store::now_ms();
+    let mut row = ServiceRow {
+        name: req.name.to_string(),
+        tenant,
+        cert_ttl_seconds: 3600,
+        renew_before_seconds: 0,
+        key_type: KeyType::EcdsaP256.to_string(),
+        key_mode: KeyMode::Central.to_string(),
+        stale_after_seconds: 165,
+        grace_seconds: 120,
+        alert_before_seconds: 0,
+        created_at: now,
+        updated_at: now,
+        san_template: "{node}.{service}.{trust_domain}".into(),
+    };
+    apply_settings(&mut row, &req.settings, true)?;
+    let entry = caller.audit(
+        Some(&row.tenant),
+        "service.create",
+        &row.name,
+        serde_json::to_value(&req.settings).unwrap_or_default(),
+    );
+    let inserted = row.clone();
+    state
+        .store
+        .write(move |c| {
+            if store::tenants::get(c, &inserted.tenant)?.is_none() {
+                return Err(ApiError::not_found(format!("tenant {}", inserted.tenant)));
+            }
+            store::services::insert(c, &inserted).map_err(|e| {
+                if is_unique_violation(&e) {
+                    ApiError::conflict(format!("service name {} is taken", inserted.name))
+                } else {
+                    e.into()
+                }
+            })?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(to_api(row)?)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Service>>, ApiError> {
+    let (limit, after) = (q.limit()?, q.after()?);
+    let scope = caller.tenant.clone();
+    let rows = state
+        .store
+        .read(move |c| store::services::list(c, scope.as_deref(), after.as_deref(), limit + 1))
+        .await?;
+    let p = page(rows, limit, |r| r.name.clone(), to_api);
+    Ok(Json(Page {
+        items: p.items.into_iter().collect::<Result<_, _>>()?,
+        next_cursor: p.next_cursor,
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Service>, ApiError> {
+    Ok(Json(to_api(visible(&state, &caller, &name).await?)?))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(settings): ApiJson<ServiceSettings>,
+) -> Result<Json<Service>, ApiError> {
+    let mut row = visible(&state, &caller, &name).await?;
+    apply_settings(&mut row, &settings, false)?;
+    row.updated_at = store::now_ms();
+    let entry = caller.audit(
+        Some(&row.tenant),
+        "service.update",
+        &row.name,
+        serde_json::to_value(&settings).unwrap_or_default(),
+    );
+    let updated = row.clone();
+    state
+        .store
+        .write(move |c| {
+            store::services::update(c, &updated)?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok(Json(to_api(row)?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let row = visible(&state, &caller, &name).await?;
+    let entry = caller.audit(
+        Some(&row.tenant),
+        "service.delete",
+        &row.name,
+        serde_json::json!({}),
+    );
+    state
+        .store
+        .write(move |c| {
+            store::services::delete(c, &row.name)?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn create_join_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<CreateJoinTokenRequest>,
+) -> Result<(StatusCode, Json<JoinTokenCreated>), ApiError> {
+    let svc = visible(&state, &caller, &name).await?;
+    let ttl = req.ttl_seconds.unwrap_or(3600);
+    let max_uses = req.max_uses.unwrap_or(1);
+    if !(1..=MAX_JOIN_TOKEN_TTL).contains(&ttl) {
+        return Err(ApiError::unprocessable(
+            "invalid-settings",
+            format!("ttl_seconds must be 1..={MAX_JOIN_TOKEN_TTL}"),
+        ));
+    }
+    if !(1..=1_000_000).contains(&max_uses) {
+        return Err(ApiError::unprocessable(
+            "invalid-settings",
+            "max_uses must be 1..=1000000",
+        ));
+    }
+    let token = new_secret("fyj_")?;
+    let now = store::now_ms();
+    let row = JoinTokenRow {
+        id: new_id()?,
+        service: svc.name.clone(),
+        token_hash: sha256_hex(token.as_bytes()),
+        expires_at: now + (ttl as i64) * 1000,
+        max_uses: max_uses as i32,
+        uses: 0,
+        created_at: now,
+    };
+    let expires_at = store::from_ms(row.expires_at);
+    let entry = caller.audit(
+        Some(&svc.tenant),
+        "join-token.create",
+        &format!("{}/join-token:{}", svc.name, row.id),
+        serde_json::json!({ "ttl_seconds": ttl, "max_uses": max_uses }),
+    );
+    state
+        .store
+        .write(move |c| {
+            store::join_tokens::insert(c, &row)?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    let body = JoinTokenCreated {
+        token,
+        ca_fingerprint: state.ca.fingerprint(),
+        expires_at,
+        max_uses,
+    };
+    Ok((StatusCode::CREATED, Json(body)))
+}

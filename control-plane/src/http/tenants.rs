@@ -1,0 +1,115 @@
+//! Tenants and their API tokens (admin only).
+
+use super::extract::{ApiJson, Caller, PageQuery, page};
+use super::{ApiError, AppState, new_id, new_secret};
+use crate::store::{self, audit, is_unique_violation, tenants::TenantRow, tokens::ApiTokenRow};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use ferry_shared::TenantName;
+use ferry_shared::api::{
+    ApiTokenCreated, CreateApiTokenRequest, CreateTenantRequest, Page, Tenant,
+};
+use ferry_shared::hash::sha256_hex;
+
+fn to_api(row: TenantRow) -> Result<Tenant, ApiError> {
+    Ok(Tenant {
+        name: TenantName::parse(&row.name)?,
+        created_at: store::from_ms(row.created_at),
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateTenantRequest>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    caller.require_admin()?;
+    let row = TenantRow {
+        name: req.name.to_string(),
+        created_at: store::now_ms(),
+    };
+    let entry = caller.audit(
+        Some(&row.name),
+        "tenant.create",
+        &row.name,
+        serde_json::json!({}),
+    );
+    let inserted = row.clone();
+    state
+        .store
+        .write(move |c| {
+            store::tenants::insert(c, &inserted).map_err(|e| {
+                if is_unique_violation(&e) {
+                    ApiError::conflict(format!("tenant {} already exists", inserted.name))
+                } else {
+                    e.into()
+                }
+            })?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(to_api(row)?)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Tenant>>, ApiError> {
+    caller.require_admin()?;
+    let (limit, after) = (q.limit()?, q.after()?);
+    let rows = state
+        .store
+        .read(move |c| store::tenants::list(c, after.as_deref(), limit + 1))
+        .await?;
+    let p = page(rows, limit, |r| r.name.clone(), to_api);
+    Ok(Json(Page {
+        items: p.items.into_iter().collect::<Result<_, _>>()?,
+        next_cursor: p.next_cursor,
+    }))
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    ApiJson(req): ApiJson<CreateApiTokenRequest>,
+) -> Result<(StatusCode, Json<ApiTokenCreated>), ApiError> {
+    caller.require_admin()?;
+    let tenant = TenantName::parse(&tenant)?;
+    let token = new_secret("fyt_")?;
+    let row = ApiTokenRow {
+        id: new_id()?,
+        tenant: Some(tenant.to_string()),
+        token_hash: sha256_hex(token.as_bytes()),
+        description: req.description.unwrap_or_default(),
+        created_at: store::now_ms(),
+    };
+    let entry = caller.audit(
+        Some(tenant.as_str()),
+        "token.create",
+        &format!("token:{}", row.id),
+        serde_json::json!({ "description": row.description }),
+    );
+    let id = row.id.clone();
+    let t = tenant.to_string();
+    state
+        .store
+        .write(move |c| {
+            if store::tenants::get(c, &t)?.is_none() {
+                return Err(ApiError::not_found(format!("tenant {t}")));
+            }
+            store::tokens::insert(c, &row)?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiTokenCreated {
+            id,
+            tenant: Some(tenant),
+            token,
+        }),
+    ))
+}

@@ -1,0 +1,65 @@
+//! The renewal scheduler: issues the next bundle of every node whose `renew_at` has
+//! come, in batches, through the `renew_at` index (never a scan of the fleet).
+
+use super::pause;
+use crate::delivery::Changes;
+use crate::http::AppState;
+use crate::store::{self, services::ServiceRow};
+use std::collections::HashMap;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// Nodes issued per transaction.
+pub const BATCH: i64 = 200;
+/// A node whose issue failed is retried after this long, so it cannot block the queue.
+const RETRY_FAILED_MS: i64 = 60_000;
+
+pub async fn run(state: AppState, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match pass(&state).await {
+            Ok(n) if n as i64 == BATCH => continue, // more are due: no pause
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "renewal pass failed"),
+        }
+        if !pause(tick, &state.jobs.renewal, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+/// One batch: returns how many nodes were due.
+pub async fn pass(state: &AppState) -> Result<usize, store::StoreError> {
+    let st = state.clone();
+    let (due, changes) = state
+        .store
+        .write(move |c| {
+            let now = OffsetDateTime::now_utc();
+            let now_ms = store::ms(now);
+            let due = store::nodes::due_for_renewal(c, now_ms, BATCH)?;
+            let mut services: HashMap<String, Option<ServiceRow>> = HashMap::new();
+            let mut changes = Changes::default();
+            for (svc, node) in &due {
+                if !services.contains_key(svc) {
+                    services.insert(svc.clone(), store::services::get(c, svc, None)?);
+                }
+                let Some(service) = services.get(svc).and_then(Option::as_ref) else { continue };
+                match st.issuer().renew(c, service, node, now) {
+                    Ok(_) => changes.node(svc, node),
+                    Err(crate::delivery::IssueError::Store(e)) => return Err(store::StoreError::from(e)),
+                    Err(e) => {
+                        tracing::error!(service = %svc, node = %node, error = %e, "cannot issue bundle; retrying later");
+                        store::nodes::set_desired_renew_at(c, svc, node, now_ms + RETRY_FAILED_MS)?;
+                    }
+                }
+            }
+            changes.notify_in_tx(c)?;
+            Ok::<_, store::StoreError>((due.len(), changes))
+        })
+        .await?;
+    changes.wake_local(&state.waiters);
+    if due > 0 {
+        tracing::debug!(issued = due, "renewal pass");
+    }
+    Ok(due)
+}

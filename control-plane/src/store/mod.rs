@@ -1,0 +1,244 @@
+//! The datastore: PostgreSQL in production, an SQLite file as the embedded default.
+//!
+//! Every query is written once, in diesel's DSL, and compiled for both backends by
+//! [`on_backend!`], which matches the connection and runs the same expression on the
+//! concrete `PgConnection` or `SqliteConnection` (diesel's `MultiConnection` cannot
+//! express upserts or row locks). Query functions live in one file per table and take
+//! `&mut Conn`; callers run them through [`Store::read`] or [`Store::write`], which move
+//! the blocking diesel call off the async runtime. Long waits never hold a connection.
+
+pub mod audit;
+pub mod bundles;
+pub mod ca;
+pub mod deliveries;
+pub mod join_tokens;
+pub mod nodes;
+pub mod rotations;
+pub mod schema;
+pub mod services;
+pub mod tenants;
+pub mod tokens;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::path::Path;
+use std::time::Duration;
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+
+/// Advisory lock key serialising migrations across replicas starting together.
+const MIGRATION_LOCK_KEY: i64 = 0x6665_7272_7900_0001;
+
+/// A connection of either backend, as handed to query functions.
+pub enum Conn<'a> {
+    Pg(&'a mut PgConnection),
+    Sqlite(&'a mut SqliteConnection),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection, compiling it once per backend.
+#[macro_export]
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Pg(inner) => {
+                let $c: &mut ::diesel::PgConnection = inner;
+                $body
+            }
+            $crate::store::Conn::Sqlite(inner) => {
+                let $c: &mut ::diesel::SqliteConnection = inner;
+                $body
+            }
+        }
+    };
+}
+pub use on_backend;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database connection pool: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("database: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("{0}")]
+    Open(String),
+    #[error("database task panicked or was cancelled")]
+    Task,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Pg(Pool<ConnectionManager<PgConnection>>),
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl Store {
+    /// Opens PostgreSQL at `url` (`postgres://...`), or the SQLite file at `sqlite_path`
+    /// when no URL is given.
+    pub fn open(url: Option<&str>, sqlite_path: &Path, pool_size: u32) -> Result<Self, StoreError> {
+        let backend = match url {
+            Some(url) => Backend::Pg(
+                Pool::builder()
+                    .max_size(pool_size)
+                    .connection_timeout(Duration::from_secs(10))
+                    .build(ConnectionManager::new(url))?,
+            ),
+            None => {
+                // WAL is a property of the file: switch once, before the pool opens
+                // several connections that would race for the lock it takes.
+                let mut first = SqliteConnection::establish(&sqlite_path.to_string_lossy())
+                    .map_err(|e| {
+                        StoreError::Open(format!("cannot open {}: {e}", sqlite_path.display()))
+                    })?;
+                first.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
+                Backend::Sqlite(
+                    Pool::builder()
+                        .max_size(pool_size.min(4))
+                        .connection_timeout(Duration::from_secs(10))
+                        .connection_customizer(Box::new(SqlitePragmas))
+                        .build(ConnectionManager::new(sqlite_path.to_string_lossy()))?,
+                )
+            }
+        };
+        Ok(Self { backend })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Pg(_) => "postgresql",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies pending migrations; on PostgreSQL under an advisory lock so replicas
+    /// starting together migrate once.
+    pub fn migrate(&self) -> Result<usize, StoreError> {
+        let mig =
+            |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
+        match &self.backend {
+            Backend::Pg(pool) => {
+                let mut c = pool.get()?;
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                    .execute(&mut c)?;
+                let applied = c
+                    .run_pending_migrations(PG_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(mig);
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                    .execute(&mut c)?;
+                applied
+            }
+            Backend::Sqlite(pool) => {
+                let mut c = pool.get()?;
+                c.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(mig)
+            }
+        }
+    }
+
+    /// True when the database answers and no migration is pending (`/readyz`).
+    pub async fn ready(&self) -> bool {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || match &this.backend {
+            Backend::Pg(pool) => pool
+                .get()
+                .ok()
+                .and_then(|mut c| c.has_pending_migration(PG_MIGRATIONS).ok()),
+            Backend::Sqlite(pool) => pool
+                .get()
+                .ok()
+                .and_then(|mut c| c.has_pending_migration(SQLITE_MIGRATIONS).ok()),
+        })
+        .await
+        .ok()
+        .flatten()
+            == Some(false)
+    }
+
+    /// Runs read-only queries outside an explicit transaction.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn<'_>) -> diesel::QueryResult<T> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || -> Result<T, StoreError> {
+            match backend {
+                Backend::Pg(pool) => Ok(f(&mut Conn::Pg(&mut *pool.get()?))?),
+                Backend::Sqlite(pool) => Ok(f(&mut Conn::Sqlite(&mut *pool.get()?))?),
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Task)?
+    }
+
+    /// Runs `f` in one transaction (`BEGIN IMMEDIATE` on SQLite, so writers queue on
+    /// the busy timeout instead of failing on a lock upgrade). `f`'s error rolls back.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+        F: FnOnce(&mut Conn<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || -> Result<T, E> {
+            match backend {
+                Backend::Pg(pool) => {
+                    let mut pooled: PooledConnection<_> = pool.get().map_err(StoreError::from)?;
+                    pooled.transaction(|c| f(&mut Conn::Pg(c)))
+                }
+                Backend::Sqlite(pool) => {
+                    let mut pooled: PooledConnection<_> = pool.get().map_err(StoreError::from)?;
+                    pooled.immediate_transaction(|c| f(&mut Conn::Sqlite(c)))
+                }
+            }
+        })
+        .await
+        .map_err(|_| E::from(StoreError::Task))?
+    }
+}
+
+/// Unix milliseconds, the store's time unit.
+pub fn now_ms() -> i64 {
+    ms(time::OffsetDateTime::now_utc())
+}
+
+pub fn ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn from_ms(v: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// True when `e` is a unique-constraint violation (a name already taken).
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}

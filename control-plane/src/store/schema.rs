@@ -1,0 +1,152 @@
+//! Diesel table definitions, written by hand to match both migration sets
+//! (`migrations/postgres`, `migrations/sqlite`). Only types both backends share.
+
+diesel::table! {
+    tenants (name) {
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        tenant -> Nullable<Text>,
+        token_hash -> Text,
+        description -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    cas (trust_domain) {
+        trust_domain -> Text,
+        cert_pem -> Text,
+        key_ciphertext -> Binary,
+        key_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    services (name) {
+        name -> Text,
+        tenant -> Text,
+        cert_ttl_seconds -> BigInt,
+        renew_before_seconds -> BigInt,
+        key_type -> Text,
+        key_mode -> Text,
+        stale_after_seconds -> BigInt,
+        grace_seconds -> BigInt,
+        alert_before_seconds -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        san_template -> Text,
+    }
+}
+
+diesel::table! {
+    join_tokens (id) {
+        id -> Text,
+        service -> Text,
+        token_hash -> Text,
+        expires_at -> BigInt,
+        max_uses -> Integer,
+        uses -> Integer,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    nodes (service, node_id) {
+        service -> Text,
+        node_id -> Text,
+        state -> Text,
+        identity_serial -> Text,
+        prev_identity_serial -> Nullable<Text>,
+        identity_not_after -> BigInt,
+        enrolled_at -> BigInt,
+        last_seen -> Nullable<BigInt>,
+        desired_version -> BigInt,
+        acked_version -> BigInt,
+        cert_not_after -> Nullable<BigInt>,
+        desired_hash -> Nullable<Text>,
+        acked_hash -> Nullable<Text>,
+        acked_at -> Nullable<BigInt>,
+        renew_at -> Nullable<BigInt>,
+        clock_skew_ms -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        hook_exit_code -> Nullable<Integer>,
+        agent_version -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    bundles (service, node_id) {
+        service -> Text,
+        node_id -> Text,
+        version -> BigInt,
+        content_hash -> Text,
+        cert_pem -> Text,
+        chain_pem -> Text,
+        key_sealed -> Nullable<Binary>,
+        key_id -> Nullable<Text>,
+        not_after -> Nullable<BigInt>,
+        csr_required -> Bool,
+        metadata -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    rotations (id) {
+        id -> Text,
+        service -> Text,
+        max_in_flight -> Integer,
+        state -> Text,
+        total -> BigInt,
+        created_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> Text,
+        service -> Text,
+        node_id -> Text,
+        rotation_id -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        state -> Text,
+        version -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+        created_at -> BigInt,
+        issued_at -> Nullable<BigInt>,
+        finished_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at -> BigInt,
+        actor -> Text,
+        tenant -> Nullable<Text>,
+        action -> Text,
+        target -> Text,
+        detail -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    tenants,
+    api_tokens,
+    cas,
+    services,
+    join_tokens,
+    nodes,
+    audit_log,
+    bundles,
+    rotations,
+    deliveries
+);

@@ -1,0 +1,70 @@
+//! `services`: what customers onboard. Names are unique in the trust domain because
+//! they appear in node identities; visibility is scoped by `tenant`.
+
+use super::schema::services;
+use super::{Conn, on_backend};
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = services)]
+pub struct ServiceRow {
+    pub name: String,
+    pub tenant: String,
+    pub cert_ttl_seconds: i64,
+    pub renew_before_seconds: i64,
+    pub key_type: String,
+    pub key_mode: String,
+    pub stale_after_seconds: i64,
+    pub grace_seconds: i64,
+    pub alert_before_seconds: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub san_template: String,
+}
+
+pub fn insert(c: &mut Conn<'_>, row: &ServiceRow) -> QueryResult<()> {
+    on_backend!(c, c => diesel::insert_into(services::table).values(row).execute(c)).map(drop)
+}
+
+/// The service, if it exists and `tenant` (None: admin) may see it.
+pub fn get(c: &mut Conn<'_>, name: &str, tenant: Option<&str>) -> QueryResult<Option<ServiceRow>> {
+    let row: Option<ServiceRow> = on_backend!(c, c => services::table.find(name).select(ServiceRow::as_select()).first(c).optional())?;
+    Ok(row.filter(|r| tenant.is_none_or(|t| r.tenant == t)))
+}
+
+/// Services visible to `tenant` (None: all), ordered by name, after `after`.
+pub fn list(
+    c: &mut Conn<'_>,
+    tenant: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<ServiceRow>> {
+    let after = after.unwrap_or("").to_owned();
+    match tenant {
+        Some(t) => {
+            let t = t.to_owned();
+            on_backend!(c, c => services::table
+                .filter(services::tenant.eq(&t))
+                .filter(services::name.gt(&after))
+                .order(services::name)
+                .limit(limit)
+                .select(ServiceRow::as_select())
+                .load(c))
+        }
+        None => on_backend!(c, c => services::table
+            .filter(services::name.gt(&after))
+            .order(services::name)
+            .limit(limit)
+            .select(ServiceRow::as_select())
+            .load(c)),
+    }
+}
+
+pub fn update(c: &mut Conn<'_>, row: &ServiceRow) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(services::table.find(&row.name)).set(row).execute(c))
+        .map(drop)
+}
+
+pub fn delete(c: &mut Conn<'_>, name: &str) -> QueryResult<usize> {
+    on_backend!(c, c => diesel::delete(services::table.find(name)).execute(c))
+}

@@ -1,0 +1,13 @@
+DROP TABLE deliveries;
+DROP TABLE rotations;
+DROP TABLE bundles;
+DROP INDEX nodes_renew_at;
+ALTER TABLE nodes DROP COLUMN agent_version;
+ALTER TABLE services DROP COLUMN san_template;
+ALTER TABLE nodes DROP COLUMN hook_exit_code;
+ALTER TABLE nodes DROP COLUMN last_error;
+ALTER TABLE nodes DROP COLUMN clock_skew_ms;
+ALTER TABLE nodes DROP COLUMN renew_at;
+ALTER TABLE nodes DROP COLUMN acked_at;
+ALTER TABLE nodes DROP COLUMN acked_hash;
+ALTER TABLE nodes DROP COLUMN desired_hash;

@@ -1,0 +1,34 @@
+//! The RFC 7807 problem body every API error carries.
+
+use serde::{Deserialize, Serialize};
+
+/// Media type of [`Problem`] responses.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// An RFC 7807 problem document. `type` is a stable, machine-readable slug under
+/// `https://ferry.dev/problems/`; `detail` is for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Problem {
+    /// The slug at the end of `type` (`not-found`, `invalid-name`, ...).
+    pub fn slug(&self) -> &str {
+        self.kind.rsplit('/').next().unwrap_or(&self.kind)
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.detail {
+            Some(d) => write!(f, "{} ({}): {}", self.title, self.status, d),
+            None => write!(f, "{} ({})", self.title, self.status),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The operator's path, with the real binaries: `ferryctl` creates a service and a join
+//! token, `ferry-agent enroll` enrolls a node, and `openssl` checks the identity.
+
+use ferry_tests::{Backend, ControlPlane, bin_path, spawn_control_plane};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+
+async fn ferryctl(cp: &ControlPlane, args: &[&str]) -> Output {
+    let token_file = cp.cfg.admin_token_path();
+    let mut cmd = tokio::process::Command::new(bin_path("ferryctl"));
+    cmd.args(["--server", &cp.url, "--token-file"])
+        .arg(&token_file);
+    cmd.args(["--ca-fingerprint", &cp.ca_fingerprint])
+        .args(args);
+    cmd.env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_SERVER")
+        .env_remove("FERRY_CA_CERT");
+    cmd.output().await.expect("ferryctl runs")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ferryctl --json prints JSON")
+}
+
+fn uri_sans(pem: &str) -> Vec<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der =
+        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate PEM");
+    let (_, cert) = X509Certificate::from_der(&der).expect("parses");
+    let mut out = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for n in &san.general_names {
+                if let GeneralName::URI(u) = n {
+                    out.push((*u).to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn key_der(state: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read_to_string(state.join("identity.key")).expect("identity.key");
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .expect("key PEM")
+        .secret_der()
+        .to_vec()
+}
+
+async fn ferryctl_and_agent_enroll_a_node(backend: Backend) {
+    let cp = spawn_control_plane(backend, |_| {}).await;
+    let created = json_of(
+        &ferryctl(
+            &cp,
+            &["--json", "service", "create", "web", "--cert-ttl", "600"],
+        )
+        .await,
+    );
+    assert_eq!(created["name"], "web");
+    let join = json_of(
+        &ferryctl(
+            &cp,
+            &["--json", "join-token", "create", "web", "--max-uses", "1"],
+        )
+        .await,
+    );
+    let token = join["token"].as_str().expect("token");
+    assert_eq!(join["ca_fingerprint"], cp.ca_fingerprint.as_str());
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let enrolled = tokio::process::Command::new(bin_path("ferry-agent"))
+        .args([
+            "enroll",
+            "--server",
+            &cp.url,
+            "--service",
+            "web",
+            "--node-id",
+            "node-1",
+            "--join-token",
+            token,
+        ])
+        .args([
+            "--ca-fingerprint",
+            join["ca_fingerprint"].as_str().expect("fp"),
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .env_remove("FERRY_JOIN_TOKEN")
+        .output()
+        .await
+        .expect("agent runs");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&enrolled.stdout),
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    assert!(enrolled.status.success(), "enroll failed: {logs}");
+    assert!(
+        !logs.contains(token),
+        "the join token reached the agent's output"
+    );
+
+    // The identity verifies against the CA as a client certificate, names the node...
+    let cert = std::fs::read_to_string(state.path().join("identity.pem")).expect("identity.pem");
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(state.path().join("ca.pem"))
+        .arg(state.path().join("identity.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("ca.pem")).expect("ca.pem"),
+        cp.ca_pem
+    );
+    assert_eq!(
+        uri_sans(&cert),
+        vec!["spiffe://ferry.local/service/web/node/node-1".to_owned()]
+    );
+
+    // ...and its key stays on the node: owner-only, and nowhere in the database file.
+    let mode = std::fs::metadata(state.path().join("identity.key"))
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    if let Some(db) = &cp.db.sqlite_path {
+        let secret = key_der(state.path());
+        for file in [db.clone(), db.with_extension("db-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "node key found in {}",
+                file.display()
+            );
+        }
+    }
+
+    let nodes = json_of(&ferryctl(&cp, &["--json", "node", "list", "web"]).await);
+    assert_eq!(nodes["items"][0]["node_id"], "node-1");
+    let status = tokio::process::Command::new(bin_path("ferry-agent"))
+        .args(["status", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .await
+        .expect("status runs");
+    assert!(
+        status.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stdout)
+            .contains("spiffe://ferry.local/service/web/node/node-1")
+    );
+
+    // Errors: one line, exit 1, and never the token.
+    let missing = ferryctl(&cp, &["service", "show", "nope"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("404"), "{stderr}");
+    let bad = tokio::process::Command::new(bin_path("ferryctl"))
+        .args([
+            "--server",
+            &cp.url,
+            "--token",
+            "fya_wrong-secret",
+            "--ca-fingerprint",
+            &cp.ca_fingerprint,
+            "service",
+            "list",
+        ])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&bad.stderr).contains("fya_wrong-secret"));
+}
+
+#[tokio::test]
+async fn ferryctl_and_agent_enroll_a_node_sqlite() {
+    ferryctl_and_agent_enroll_a_node(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn ferryctl_and_agent_enroll_a_node_postgres() {
+    ferryctl_and_agent_enroll_a_node(Backend::Postgres).await;
+}

@@ -1,0 +1,216 @@
+//! The delivery protocol at the wire: first bundle after enrollment, long-poll wake-ups
+//! (in-process and across replicas), idempotent forced refresh tracked to the ack.
+
+use ferry_shared::api::{BundleResponse, headers};
+use ferry_tests::node::{enroll, mtls_client, p256};
+use ferry_tests::{Backend, ControlPlane, spawn_control_plane};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+struct Node {
+    client: reqwest::Client,
+}
+
+impl Node {
+    async fn enroll(cp: &ControlPlane, svc: &str, name: &str) -> Node {
+        let (token, _) = cp.join_token(svc, 1, 600).await;
+        let key = p256();
+        let r = enroll(cp, svc, name, &token, &key).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        Node {
+            client: mtls_client(cp, r.body["certificate"].as_str().expect("cert"), &key),
+        }
+    }
+
+    /// Long-polls `cp`; `None` on 304.
+    async fn poll(&self, cp: &ControlPlane, since: i64, wait: u64) -> Option<BundleResponse> {
+        let r = self
+            .client
+            .get(format!(
+                "{}/v1/agent/bundle?since={since}&wait={wait}",
+                cp.url
+            ))
+            .send()
+            .await
+            .expect("poll");
+        assert!(
+            r.headers().contains_key(headers::SERVER_TIME_MS),
+            "server time on every answer"
+        );
+        match r.status().as_u16() {
+            200 => Some(r.json().await.expect("bundle JSON")),
+            304 => None,
+            s => panic!("poll answered {s}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+
+    async fn ack(&self, cp: &ControlPlane, b: &BundleResponse) -> u16 {
+        let body = json!({ "version": b.bundle.version, "content_hash": b.bundle.content_hash, "status": "installed",
+                           "cert_not_after": b.bundle.not_after.map(|t| t.format(&time::format_description::well_known::Rfc3339).expect("fmt")),
+                           "clock_skew_ms": 0, "agent_version": "test" });
+        self.client
+            .post(format!("{}/v1/agent/ack", cp.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("ack")
+            .status()
+            .as_u16()
+    }
+}
+
+async fn first_bundle_then_refresh_tracked_to_the_ack(backend: Backend) {
+    let cp = spawn_control_plane(backend, |_| {}).await;
+    cp.create_service("web", json!({ "cert_ttl_seconds": 600 }))
+        .await;
+    let node = Node::enroll(&cp, "web", "n1").await;
+
+    // The scheduler issues the first bundle right after enrollment.
+    let first = node.poll(&cp, 0, 10).await.expect("first bundle");
+    assert_eq!(first.bundle.version, 1);
+    assert!(
+        first
+            .bundle
+            .private_key
+            .as_deref()
+            .is_some_and(|k| k.contains("PRIVATE KEY")),
+        "central mode sends a key"
+    );
+    assert_eq!(
+        ferry_shared::hash::hash_of(&first.bundle),
+        first.bundle.content_hash
+    );
+    assert_eq!(node.ack(&cp, &first).await, 204);
+    let status = cp.admin().get("/v1/services/web/nodes/n1").await.body;
+    assert_eq!(
+        (
+            status["acked_version"].clone(),
+            status["acked_hash"].clone()
+        ),
+        (json!(1), json!(first.bundle.content_hash))
+    );
+
+    // Nothing new: a short poll is a 304.
+    assert!(node.poll(&cp, 1, 1).await.is_none());
+
+    // A held poll is woken by a forced refresh; retries of the key make one delivery.
+    let held = tokio::spawn({
+        let (client, url) = (node.client.clone(), cp.url.clone());
+        async move {
+            let started = Instant::now();
+            let r = client
+                .get(format!("{url}/v1/agent/bundle?since=1&wait=30"))
+                .send()
+                .await
+                .expect("poll");
+            (
+                r.status().as_u16(),
+                r.json::<BundleResponse>().await.ok(),
+                started.elapsed(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = cp
+            .admin()
+            .client
+            .post(format!("{}/v1/services/web/nodes/n1/refresh", cp.url))
+            .bearer_auth(&cp.admin_token)
+            .header("Idempotency-Key", "rotate-n1-once")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("refresh");
+        assert_eq!(r.status().as_u16(), 202);
+        ids.push(r.json::<serde_json::Value>().await.expect("json")["delivery_id"].clone());
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "one delivery per idempotency key: {ids:?}"
+    );
+    let (status, bundle, waited) = held.await.expect("poll task");
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_secs(5),
+        "the refresh woke the held poll ({waited:?})"
+    );
+    let bundle = bundle.expect("bundle");
+    assert_eq!(bundle.bundle.version, 2, "five retries issued one version");
+
+    let id = ids[0].as_str().expect("id");
+    assert_eq!(
+        cp.admin().get(&format!("/v1/deliveries/{id}")).await.body["state"],
+        "pending"
+    );
+    assert_eq!(node.ack(&cp, &bundle).await, 204);
+    assert_eq!(
+        node.ack(&cp, &bundle).await,
+        204,
+        "duplicate acks are harmless"
+    );
+    let d = cp.admin().get(&format!("/v1/deliveries/{id}")).await.body;
+    assert_eq!(d["state"], "delivered", "{d}");
+    assert!(d["finished_at"].is_string());
+
+    // An ack for a version never issued is refused.
+    let bogus =
+        json!({ "version": 99, "content_hash": bundle.bundle.content_hash, "status": "installed" });
+    let r = node
+        .client
+        .post(format!("{}/v1/agent/ack", cp.url))
+        .json(&bogus)
+        .send()
+        .await
+        .expect("ack");
+    assert_eq!(r.status().as_u16(), 409);
+}
+
+#[tokio::test]
+async fn first_bundle_then_refresh_tracked_to_the_ack_sqlite() {
+    first_bundle_then_refresh_tracked_to_the_ack(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn first_bundle_then_refresh_tracked_to_the_ack_postgres() {
+    first_bundle_then_refresh_tracked_to_the_ack(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_refresh_on_one_replica_wakes_a_poll_held_by_another() {
+    let a = spawn_control_plane(Backend::Postgres, |_| {}).await;
+    let b = a.replica().await;
+    a.create_service("web", json!({})).await;
+    let node = Node::enroll(&a, "web", "n1").await;
+    let first = node
+        .poll(&b, 0, 10)
+        .await
+        .expect("first bundle via replica B");
+    assert_eq!(node.ack(&b, &first).await, 204);
+
+    let held = tokio::spawn({
+        let (client, url) = (node.client.clone(), b.url.clone());
+        async move {
+            let started = Instant::now();
+            let r = client
+                .get(format!("{url}/v1/agent/bundle?since=1&wait=30"))
+                .send()
+                .await
+                .expect("poll");
+            (r.status().as_u16(), started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = a
+        .admin()
+        .post("/v1/services/web/nodes/n1/refresh", json!({}))
+        .await;
+    assert_eq!(r.status, 202);
+    let (status, waited) = held.await.expect("task");
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_secs(3),
+        "NOTIFY reached replica B ({waited:?})"
+    );
+}

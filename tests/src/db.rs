@@ -1,0 +1,181 @@
+//! A database per test: a new PostgreSQL database (dropped afterwards) or an SQLite
+//! file in the control plane's data directory. Also raw reads for assertions.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Binary, Text};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub struct TestDb {
+    pub backend: Backend,
+    /// PostgreSQL URL of this test's database.
+    pub url: Option<String>,
+    admin_url: Option<String>,
+    name: String,
+    /// The SQLite file (inside the control plane's data dir).
+    pub sqlite_path: Option<PathBuf>,
+}
+
+fn admin_url() -> String {
+    std::env::var("FERRY_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("FERRY_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, which starts PostgreSQL")
+    })
+}
+
+impl TestDb {
+    pub fn new(backend: Backend, data_dir: &std::path::Path) -> Self {
+        let name = format!("ferry_test_{}", hex::encode(rand_bytes()));
+        match backend {
+            Backend::Postgres => {
+                let admin = admin_url();
+                let mut c =
+                    PgConnection::establish(&admin).expect("connect to the test PostgreSQL");
+                c.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create test database");
+                let url = match admin.rsplit_once('/') {
+                    Some((base, _)) => format!("{base}/{name}"),
+                    None => panic!("FERRY_TEST_DATABASE_URL has no database part"),
+                };
+                Self {
+                    backend,
+                    url: Some(url),
+                    admin_url: Some(admin),
+                    name,
+                    sqlite_path: None,
+                }
+            }
+            Backend::Sqlite => Self {
+                backend,
+                url: None,
+                admin_url: None,
+                name,
+                sqlite_path: Some(data_dir.join("ferry.db")),
+            },
+        }
+    }
+
+    fn with_conn<T>(
+        &self,
+        pg: impl FnOnce(&mut PgConnection) -> T,
+        lite: impl FnOnce(&mut SqliteConnection) -> T,
+    ) -> T {
+        match self.backend {
+            Backend::Postgres => pg(&mut PgConnection::establish(
+                self.url.as_deref().expect("pg url"),
+            )
+            .expect("connect")),
+            Backend::Sqlite => lite(
+                &mut SqliteConnection::establish(
+                    &self
+                        .sqlite_path
+                        .as_ref()
+                        .expect("sqlite path")
+                        .to_string_lossy(),
+                )
+                .expect("open sqlite"),
+            ),
+        }
+    }
+
+    /// Row count of every table, to prove a refused request changed nothing.
+    pub fn row_counts(&self) -> Vec<(String, i64)> {
+        const TABLES: &[&str] = &[
+            "tenants",
+            "api_tokens",
+            "cas",
+            "services",
+            "join_tokens",
+            "nodes",
+            "audit_log",
+        ];
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        TABLES
+            .iter()
+            .map(|t| {
+                let q = format!("SELECT COUNT(*) AS n FROM {t}");
+                let n = self.with_conn(
+                    |c| diesel::sql_query(&q).get_result::<Count>(c),
+                    |c| diesel::sql_query(&q).get_result::<Count>(c),
+                );
+                ((*t).to_owned(), n.expect("count rows").n)
+            })
+            .collect()
+    }
+
+    /// Join-token uses, by token row, to prove a refused enrollment spent nothing.
+    pub fn join_token_uses(&self) -> Vec<i64> {
+        #[derive(QueryableByName)]
+        struct Uses {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let q = "SELECT CAST(uses AS BIGINT) AS n FROM join_tokens ORDER BY id";
+        self.with_conn(
+            |c| diesel::sql_query(q).load::<Uses>(c),
+            |c| diesel::sql_query(q).load::<Uses>(c),
+        )
+        .expect("read join tokens")
+        .into_iter()
+        .map(|u| u.n)
+        .collect()
+    }
+
+    /// The raw stored CA row: (certificate PEM, sealed key bytes, key id).
+    pub fn raw_ca_row(&self) -> (String, Vec<u8>, String) {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            cert_pem: String,
+            #[diesel(sql_type = Binary)]
+            key_ciphertext: Vec<u8>,
+            #[diesel(sql_type = Text)]
+            key_id: String,
+        }
+        let q = "SELECT cert_pem, key_ciphertext, key_id FROM cas";
+        let rows = self
+            .with_conn(
+                |c| diesel::sql_query(q).load::<Row>(c),
+                |c| diesel::sql_query(q).load::<Row>(c),
+            )
+            .expect("read cas");
+        assert_eq!(rows.len(), 1, "exactly one CA row");
+        let r = rows.into_iter().next().expect("one row");
+        (r.cert_pem, r.key_ciphertext, r.key_id)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(admin) = &self.admin_url
+            && let Ok(mut c) = PgConnection::establish(admin)
+        {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn rand_bytes() -> [u8; 8] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().to_le_bytes()
+}

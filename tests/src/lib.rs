@@ -1,0 +1,60 @@
+//! Ferry's end-to-end harness: a real database per test (a fresh PostgreSQL database
+//! from `FERRY_TEST_DATABASE_URL`, or an SQLite file in a tempdir), control planes
+//! spawned in-process on port 0, agents run as real processes or through the agent
+//! library, and real TLS everywhere. Scenarios live in `e2e/`.
+#![forbid(unsafe_code)]
+
+pub mod control_plane;
+pub mod db;
+pub mod node;
+
+pub use control_plane::{ControlPlane, spawn_control_plane};
+pub use db::{Backend, TestDb};
+
+/// Installs the process-wide crypto provider and a test log subscriber (once).
+pub fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,ferry_control_plane=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Path of a binary built by this workspace (`ferryctl`, `ferry-agent`, ...).
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo nextest run --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
