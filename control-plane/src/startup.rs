@@ -9,9 +9,9 @@ use crate::ca::Ca;
 use crate::ca::sealing::MasterKey;
 use crate::config::{Config, Secret};
 use crate::delivery::{Waiters, notify};
-use crate::http::JobWakers;
 use crate::http::tls::{self, ServerCertResolver};
 use crate::http::{AppState, router::router};
+use crate::http::{JobWakers, Stats};
 use crate::jobs::{self, JobSettings};
 use crate::store::{self, Store, ca::CaRow, tokens::ApiTokenRow};
 use anyhow::{Context, bail};
@@ -67,6 +67,7 @@ impl App {
             master,
             waiters: Arc::new(Waiters::default()),
             jobs: Arc::new(JobWakers::default()),
+            stats: Arc::new(Stats::default()),
         };
         Ok(Self {
             addr,
@@ -86,6 +87,11 @@ impl App {
 
     pub fn ca_fingerprint(&self) -> String {
         self.state.ca.fingerprint()
+    }
+
+    /// This replica's counters (shared with the running server).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.state.stats.clone()
     }
 
     /// PEM of the CA certificates clients should trust.

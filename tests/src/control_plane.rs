@@ -19,6 +19,8 @@ pub struct ControlPlane {
     pub ca_pem: String,
     pub ca_fingerprint: String,
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
+    /// Counters of the running instance (replaced on restart).
+    pub stats: std::sync::Arc<ferry_control_plane::http::Stats>,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
@@ -54,6 +56,7 @@ pub async fn spawn_control_plane(
         ca_pem,
         ca_fingerprint,
         data_dir: std::sync::Arc::new(data_dir),
+        stats: app.stats(),
         running: None,
     };
     cp.cfg.listen = addr; // restarts come back on the same port
@@ -116,6 +119,7 @@ impl ControlPlane {
             ca_pem: self.ca_pem.clone(),
             ca_fingerprint: self.ca_fingerprint.clone(),
             data_dir: self.data_dir.clone(),
+            stats: app.stats(),
             running: Some(run(app)),
         }
     }

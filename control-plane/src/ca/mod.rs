@@ -23,6 +23,9 @@ pub use issue::IssuedCert;
 
 /// How far `not_before` is backdated, so nodes with a slow clock accept new certificates.
 pub const BACKDATE: Duration = Duration::minutes(5);
+/// The server certificate is backdated further: an agent whose clock is slow must still
+/// reach the control plane to learn the right time (it measures skew from responses).
+const SERVER_BACKDATE: Duration = Duration::hours(1);
 const ROOT_LIFETIME: Duration = Duration::days(3650);
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +177,7 @@ impl Ca {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = now - BACKDATE;
+        params.not_before = now - SERVER_BACKDATE;
         params.not_after = now + ttl;
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;

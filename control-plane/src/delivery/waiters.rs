@@ -114,8 +114,15 @@ mod tests {
             wa.as_mut().enable();
             wb.as_mut().enable();
             w.wake_nodes("web", ["a"]);
-            tokio::time::timeout(Duration::from_millis(100), wa).await.expect("a woken");
-            assert!(tokio::time::timeout(Duration::from_millis(50), wb).await.is_err(), "b must not wake");
+            tokio::time::timeout(Duration::from_millis(100), wa)
+                .await
+                .expect("a woken");
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), wb)
+                    .await
+                    .is_err(),
+                "b must not wake"
+            );
             assert_eq!(w.held(), 2);
         }
         drop((a, b));

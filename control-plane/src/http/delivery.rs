@@ -15,6 +15,7 @@ use ferry_shared::api::{
     MAX_POLL_WAIT_SECONDS, headers,
 };
 use ferry_shared::hash::parse_fingerprint;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -127,6 +128,7 @@ pub async fn bundle(
                 };
                 let mut resp = Json(body).into_response();
                 timing_headers(&mut resp, 0);
+                state.stats.bundles_served.fetch_add(1, Ordering::Relaxed);
                 return Ok(resp);
             }
         }
@@ -135,6 +137,7 @@ pub async fn bundle(
             _ = tokio::time::sleep_until(deadline) => {
                 let mut resp = StatusCode::NOT_MODIFIED.into_response();
                 timing_headers(&mut resp, jitter_ms(1000));
+                state.stats.polls_not_modified.fetch_add(1, Ordering::Relaxed);
                 return Ok(resp);
             }
         }
@@ -211,6 +214,7 @@ pub async fn ack(
             Ok(())
         })
         .await?;
+    state.stats.acks.fetch_add(1, Ordering::Relaxed);
     state.jobs.rotation.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -37,6 +37,18 @@ pub struct AppState {
     pub master: Arc<MasterKey>,
     pub waiters: Arc<Waiters>,
     pub jobs: Arc<JobWakers>,
+    pub stats: Arc<Stats>,
+}
+
+/// Counters of this replica since it started (exported by `/metrics`).
+#[derive(Default, Debug)]
+pub struct Stats {
+    /// Long-polls answered with a bundle.
+    pub bundles_served: std::sync::atomic::AtomicU64,
+    /// Long-polls answered 304.
+    pub polls_not_modified: std::sync::atomic::AtomicU64,
+    /// Acks persisted.
+    pub acks: std::sync::atomic::AtomicU64,
 }
 
 /// Nudges for the background jobs, so work created by a request starts at once
