@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[command(
     name = "ferry-agent",
     version,
-    about = "Ferry node agent: enrolls this node and keeps its identity renewed."
+    about = "Ferry node agent: enrolls this node, keeps its identity renewed and installs its bundles."
 )]
 pub struct Cli {
     /// Log JSON lines instead of text (level from RUST_LOG, default info).
@@ -29,9 +29,11 @@ pub struct Cli {
 pub enum Command {
     /// Enroll this node now with a join token (replacing any identity in the state dir).
     Enroll(SettingsArgs),
-    /// Enroll if the state dir has no identity, then keep it renewed until SIGINT/SIGTERM.
+    /// Enroll if the state dir has no identity, then keep it renewed and install bundles
+    /// until SIGINT/SIGTERM.
     Run(SettingsArgs),
-    /// Show this node's identity; exit 0 when it is valid, 1 when missing or expired.
+    /// Show this node's identity and installed bundle; exit 0 when the identity and the
+    /// installed certificate (if any) are valid, 1 otherwise.
     Status(StatusArgs),
     /// Validate a config file: exit 0, or print one line and exit 64.
     CheckConfig(CheckConfigArgs),
@@ -75,9 +77,12 @@ pub struct SettingsArgs {
     /// Where delivered bundles are installed.
     #[arg(long, value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
-    /// Command run after a bundle is installed.
+    /// Command run (sh -c) after a bundle is installed.
     #[arg(long, value_name = "CMD")]
     pub reload_command: Option<String>,
+    /// Seconds before the reload command is killed [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub reload_timeout_seconds: Option<u64>,
     /// Identity key algorithm: ecdsa-p256 (default), ed25519 or rsa-2048.
     #[arg(long, value_name = "TYPE")]
     pub key_type: Option<String>,
@@ -122,7 +127,9 @@ impl SettingsArgs {
             state_dir: self.state_dir,
             install_dir: self.install_dir,
             reload_command: self.reload_command,
+            reload_timeout_seconds: self.reload_timeout_seconds,
             key_type: self.key_type,
+            target: Vec::new(),
         }
     }
 }

@@ -247,16 +247,12 @@ async fn timed<T: DeserializeOwned>(
 /// Sends the request and returns the body of a 2xx answer; any other status becomes
 /// [`ClientError::Refused`] with the server's problem document.
 async fn send(action: &'static str, rb: RequestBuilder) -> Result<Vec<u8>, ClientError> {
-    let transport = |source| ClientError::Transport { action, source };
-    let mut resp = rb.send().await.map_err(transport)?;
+    let resp = rb
+        .send()
+        .await
+        .map_err(|source| ClientError::Transport { action, source })?;
     let status = resp.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(ClientError::TooLarge { action });
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_body(action, resp).await?;
     if status.is_success() {
         return Ok(body);
     }
@@ -265,6 +261,22 @@ async fn send(action: &'static str, rb: RequestBuilder) -> Result<Vec<u8>, Clien
         status: status.as_u16(),
         problem: problem_from(status, &body),
     })
+}
+
+/// The whole body, refusing answers over [`MAX_RESPONSE_BYTES`].
+async fn read_body(
+    action: &'static str,
+    mut resp: reqwest::Response,
+) -> Result<Vec<u8>, ClientError> {
+    let transport = |source| ClientError::Transport { action, source };
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ClientError::TooLarge { action });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The problem document of an error answer, or one made up from the status and body when
@@ -291,5 +303,8 @@ fn problem_from(status: StatusCode, body: &[u8]) -> Problem {
     }
 }
 
+mod delivery;
 #[cfg(test)]
 mod tests;
+
+pub use delivery::Polled;

@@ -14,10 +14,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod target;
+
+pub use target::{Owner, RawTarget, Target, TargetFile};
+
 /// Used by `ferry-agent run` when `--config` is not given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ferry/agent.toml";
 /// Where the identity lives when neither a flag nor the file says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferry-agent";
+/// How long the reload command may run before it is killed.
+pub const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A string that must never be printed: `Debug` shows `[redacted]` and there is no
 /// `Display`. Read it with [`Secret::expose`] only where it goes on the wire or to disk.
@@ -114,10 +120,17 @@ pub struct AgentConfig {
     pub ca: Option<CaPin>,
     /// Holds the identity key, certificate, CA bundle and `agent-state.json`.
     pub state_dir: PathBuf,
-    /// Where delivered bundles will be installed (kept for the delivery loop).
+    /// Where delivered bundles are installed (`versions/<version>/` and the `current`
+    /// symlink). `None`: the agent only keeps its identity and polls no bundles.
     pub install_dir: Option<PathBuf>,
-    /// Run after a bundle is installed (kept for the delivery loop).
+    /// Run with `sh -c` after each install; a non-zero exit is acknowledged as failed.
     pub reload_command: Option<String>,
+    /// The reload command is killed (with its process group) after this long.
+    pub reload_timeout: Duration,
+    /// Extra copies of installed files, written atomically after each install.
+    pub targets: Vec<Target>,
+    /// How long the server may hold a bundle long-poll (at most 55 s). Not a file setting.
+    pub poll_wait: Duration,
     /// Algorithm of the identity key generated on this node.
     pub key_type: KeyType,
     pub retry: RetryPolicy,
@@ -135,6 +148,9 @@ impl AgentConfig {
             state_dir,
             install_dir: None,
             reload_command: None,
+            reload_timeout: DEFAULT_RELOAD_TIMEOUT,
+            targets: Vec::new(),
+            poll_wait: Duration::from_secs(ferry_shared::api::MAX_POLL_WAIT_SECONDS),
             key_type: KeyType::EcdsaP256,
             retry: RetryPolicy::default(),
         }
@@ -187,7 +203,12 @@ pub struct RawConfig {
     pub state_dir: Option<PathBuf>,
     pub install_dir: Option<PathBuf>,
     pub reload_command: Option<String>,
+    /// Seconds before the reload command is killed (default 30).
+    pub reload_timeout_seconds: Option<u64>,
     pub key_type: Option<String>,
+    /// `[[target]]` tables (file only; no flag sets them).
+    #[serde(default)]
+    pub target: Vec<RawTarget>,
 }
 
 impl RawConfig {
@@ -237,7 +258,13 @@ impl RawConfig {
             state_dir: over.state_dir.or(self.state_dir),
             install_dir: over.install_dir.or(self.install_dir),
             reload_command: over.reload_command.or(self.reload_command),
+            reload_timeout_seconds: over.reload_timeout_seconds.or(self.reload_timeout_seconds),
             key_type: over.key_type.or(self.key_type),
+            target: if over.target.is_empty() {
+                self.target
+            } else {
+                over.target
+            },
         }
     }
 
@@ -287,6 +314,23 @@ impl RawConfig {
                 })?,
         };
         let reload_command = self.reload_command.filter(|c| !c.trim().is_empty());
+        let reload_timeout = match self.reload_timeout_seconds {
+            None => DEFAULT_RELOAD_TIMEOUT,
+            Some(s @ 1..=3600) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(ConfigError::Invalid {
+                    key: "reload_timeout_seconds",
+                    reason: format!("{s} is not between 1 and 3600"),
+                });
+            }
+        };
+        let targets = target::validate_targets(self.target)?;
+        if !targets.is_empty() && self.install_dir.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "target",
+                reason: "targets are copies of installed files: set install_dir too".to_owned(),
+            });
+        }
 
         Ok(AgentConfig {
             server,
@@ -297,6 +341,9 @@ impl RawConfig {
             state_dir,
             install_dir: self.install_dir,
             reload_command,
+            reload_timeout,
+            targets,
+            poll_wait: Duration::from_secs(ferry_shared::api::MAX_POLL_WAIT_SECONDS),
             key_type,
             retry: RetryPolicy::default(),
         })

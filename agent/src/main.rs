@@ -44,7 +44,7 @@ fn main() -> ExitCode {
                 } else {
                     println!("{status}");
                 }
-                if status.valid {
+                if status.healthy {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(EXIT_RUNTIME)

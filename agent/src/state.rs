@@ -4,7 +4,9 @@
 //!   never copied anywhere else.
 //! - `identity.pem`: the identity certificate issued for that key.
 //! - `ca.pem`: the CA bundle that the control plane's server certificate must chain to.
-//! - `agent-state.json`: server URL, service, node id, SPIFFE id, last contact, clock skew.
+//! - `agent-state.json`: server URL, service, node id, SPIFFE id, last contact, clock skew,
+//!   enrollment time.
+//! - `delivery-state.json` and `bundle-key.pending`: see [`crate::delivery`].
 //!
 //! Every file is replaced atomically (temp file in the same dir, fsync, rename, fsync the
 //! dir). A new key is first written as `identity.key.next` and renamed over `identity.key`
@@ -66,6 +68,10 @@ pub struct AgentState {
     pub last_contact: Option<OffsetDateTime>,
     /// Server clock minus local clock, measured at the last contact.
     pub clock_skew_ms: i64,
+    /// When the current identity was enrolled (server clock). A renewal keeps it; a new
+    /// enrollment starts a new delivery epoch, in which bundle versions may start over.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub enrolled_at: Option<OffsetDateTime>,
 }
 
 /// A key and the certificate issued for it, as found in the state dir.

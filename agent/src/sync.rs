@@ -5,7 +5,8 @@
 //! skew), because the server decided the validity period. Whether an error is retried soon,
 //! retried slowly while an operator acts, or ends the agent is decided in one place,
 //! `retry::decide`. The current identity is published on a `watch` channel so the bundle poll
-//! loop, which will run beside `identity_loop`, always uses the latest client.
+//! loop ([`crate::delivery`]), which runs beside `identity_loop`, always uses the latest
+//! client.
 
 use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, Timed, fetch_trust_bundle_pinned};
@@ -20,7 +21,7 @@ use time::{Duration, OffsetDateTime};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-mod retry;
+pub(crate) mod retry;
 
 use retry::{Phase, Retry, decide, operator_advice};
 
@@ -72,6 +73,8 @@ pub struct Session {
     pub cert: CertInfo,
     pub cert_pem: String,
     pub clock_skew_ms: i64,
+    /// When this identity was enrolled (server clock); renewals keep it.
+    pub enrolled_at: OffsetDateTime,
 }
 
 impl Session {
@@ -119,8 +122,11 @@ async fn run_loops(cfg: &AgentConfig) -> Result<(), AgentError> {
     };
     info!(spiffe_id = %session.spiffe_id, not_after = %session.cert.not_after, "identity ready");
     let (identity_tx, _identity_rx) = watch::channel(session);
-    // The bundle poll loop will join here with `identity_tx.subscribe()`.
-    identity_loop(cfg, &state, identity_tx).await
+    tokio::try_join!(
+        identity_loop(cfg, &state, &identity_tx),
+        crate::delivery::delivery_loop(cfg, &state, &identity_tx),
+    )
+    .map(drop)
 }
 
 /// The session stored in the state dir, if the node has enrolled.
@@ -145,13 +151,18 @@ pub fn load_session(cfg: &AgentConfig, state: &StateDir) -> Result<Option<Sessio
         .load_ca()?
         .ok_or_else(|| ConfigError::NoCa(state.path().to_owned()))?;
     let client = Client::with_identity(&cfg.server, &ca_pem, &stored.cert_pem, &stored.key_pem)?;
-    let clock_skew_ms = state.load_state()?.map_or(0, |s| s.clock_skew_ms);
+    let saved = state.load_state()?;
+    let clock_skew_ms = saved.as_ref().map_or(0, |s| s.clock_skew_ms);
+    let enrolled_at = saved
+        .and_then(|s| s.enrolled_at)
+        .unwrap_or(stored.cert.not_before);
     Ok(Some(Session {
         client,
         spiffe_id,
         cert: stored.cert,
         cert_pem: stored.cert_pem,
         clock_skew_ms,
+        enrolled_at,
     }))
 }
 
@@ -176,13 +187,13 @@ async fn enroll_until_done(cfg: &AgentConfig, state: &StateDir) -> Result<Sessio
 async fn identity_loop(
     cfg: &AgentConfig,
     state: &StateDir,
-    identity: watch::Sender<Session>,
+    identity: &watch::Sender<Session>,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(cfg.retry);
     let mut operator_told = false;
-    whoami(state, &identity).await;
+    whoami(state, identity).await;
     loop {
-        adopt_from_disk(cfg, state, &identity);
+        adopt_from_disk(cfg, state, identity);
         let session = identity.borrow().clone();
         let now = session.server_now();
         let expired = now >= session.cert.not_after;
@@ -287,7 +298,8 @@ async fn enroll_once(cfg: &AgentConfig, state: &StateDir) -> Result<Session, Age
     let issued = Client::anonymous(&cfg.server, &roots)?
         .enroll(&request)
         .await?;
-    accept_issued(cfg, state, key, issued)
+    let enrolled_at = issued.body.server_time;
+    accept_issued(cfg, state, key, issued, enrolled_at)
 }
 
 async fn renew_once(
@@ -297,7 +309,7 @@ async fn renew_once(
 ) -> Result<Session, AgentError> {
     let key = NodeKey::generate(cfg.key_type)?;
     let issued = session.client.renew(key.csr_pem(&cfg.node_id)?).await?;
-    accept_issued(cfg, state, key, issued)
+    accept_issued(cfg, state, key, issued, session.enrolled_at)
 }
 
 /// The CAs to trust for enrollment: the operator's file or pin first, else `ca.pem`.
@@ -325,6 +337,7 @@ fn accept_issued(
     state: &StateDir,
     key: NodeKey,
     issued: Timed<IdentityIssued>,
+    enrolled_at: OffsetDateTime,
 ) -> Result<Session, AgentError> {
     let Timed {
         body,
@@ -354,6 +367,7 @@ fn accept_issued(
         cert,
         cert_pem: body.certificate,
         clock_skew_ms,
+        enrolled_at,
     };
     record_contact(state, &session, clock_skew_ms);
     Ok(session)
@@ -361,7 +375,7 @@ fn accept_issued(
 
 /// Saves `agent-state.json` after a successful exchange. Losing it is harmless (it is
 /// informational), so a failure is logged, not returned.
-fn record_contact(state: &StateDir, session: &Session, clock_skew_ms: i64) {
+pub(crate) fn record_contact(state: &StateDir, session: &Session, clock_skew_ms: i64) {
     let cfg_server = session.client.server().to_owned();
     let record = AgentState {
         server: cfg_server,
@@ -370,6 +384,7 @@ fn record_contact(state: &StateDir, session: &Session, clock_skew_ms: i64) {
         spiffe_id: session.spiffe_id.to_string(),
         last_contact: Some(OffsetDateTime::now_utc()),
         clock_skew_ms,
+        enrolled_at: Some(session.enrolled_at),
     };
     if let Err(err) = state.save_state(&record) {
         warn!(error = %chain(&err), "could not save agent state");

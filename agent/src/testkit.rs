@@ -55,6 +55,21 @@ impl TestCa {
         }
     }
 
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, name: &str) -> Self {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.signed_by(&key, &self.issuer).expect("signed CA");
+        Self {
+            cert_pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
     pub fn fingerprint(&self) -> String {
         ca_fingerprint(&self.der)
     }
@@ -69,6 +84,21 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         (cert.der().clone(), key)
+    }
+
+    /// A delivered (leaf) certificate for `key`, signed by this CA.
+    pub fn leaf(
+        &self,
+        key: &KeyPair,
+        spiffe: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> String {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(spiffe.try_into().expect("ia5"))];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.signed_by(key, &self.issuer).expect("sign").pem()
     }
 
     /// Signs a CSR the way the control plane does: its own params, the CSR's key only.
@@ -100,6 +130,7 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -109,6 +140,7 @@ impl Response {
             status,
             content_type: "application/json",
             body,
+            headers: Vec::new(),
         }
     }
     pub fn problem(status: u16, title: &str, detail: &str) -> Self {
@@ -128,7 +160,12 @@ impl Response {
             status,
             content_type: "text/plain",
             body: body.as_bytes().to_vec(),
+            headers: Vec::new(),
         }
+    }
+    pub fn header(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
     }
 }
 
@@ -197,8 +234,13 @@ impl TestServer {
                     req.client_cert = client_cert;
                     let resp = handler(&req);
                     seen.lock().expect("lock").push(req);
+                    let extra: String = resp
+                        .headers
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}\r\n"))
+                        .collect();
                     let head = format!(
-                        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
                         resp.status,
                         resp.content_type,
                         resp.body.len()

@@ -279,8 +279,9 @@ pub struct BundleQuery {
 }
 
 /// Everything a node installs, at one version. `content_hash` covers every field the
-/// node writes to disk (see [`crate::hash::bundle_content_hash`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// node writes to disk (see [`crate::hash::bundle_content_hash`]). `Debug` never shows
+/// the private key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bundle {
     pub version: i64,
     pub content_hash: String,
@@ -302,6 +303,22 @@ pub struct Bundle {
     /// With `csr_required`: the key type the service requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr_key_type: Option<KeyType>,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle")
+            .field("version", &self.version)
+            .field("content_hash", &self.content_hash)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("not_after", &self.not_after)
+            .field("csr_required", &self.csr_required)
+            .field("metadata_keys", &self.metadata.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// 200 answer of the long-poll.
@@ -335,6 +352,7 @@ pub struct AckRequest {
     pub cert_not_after: Option<OffsetDateTime>,
     #[serde(default)]
     pub hook_exit_code: Option<i32>,
+    /// Node clock minus server clock, milliseconds (positive: the node is ahead).
     #[serde(default)]
     pub clock_skew_ms: Option<i64>,
     #[serde(default)]

@@ -1,5 +1,7 @@
 //! End-to-end scenarios, one module each, against real databases and real TLS.
 
+mod agent_delivery;
+mod agent_resilience;
 mod api;
 mod cli;
 mod delivery;

@@ -1,67 +1,28 @@
 //! Paced rotation: a service-wide re-issue never has more than `max_in_flight`
-//! unacknowledged deliveries, and finishes across a control-plane restart.
+//! unacknowledged deliveries, and finishes across a control-plane restart. Fifty real
+//! agents (the agent library in-process), each with its own directories.
 
-use ferry_shared::api::{BundleResponse, Rotation};
-use ferry_tests::node::{enroll, mtls_client, p256};
+use ferry_shared::api::Rotation;
+use ferry_tests::agent::spawn_agent;
 use ferry_tests::{Backend, eventually, spawn_control_plane};
 use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// A minimal protocol client: polls, waits a little (so deliveries stay in flight), acks.
-async fn poll_and_ack(client: reqwest::Client, url: String, stop: Arc<AtomicBool>, delay_ms: u64) {
-    let mut since = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let resp = match client
-            .get(format!("{url}/v1/agent/bundle?since={since}&wait=5"))
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(200)).await; // control plane restarting
-                continue;
-            }
-        };
-        if resp.status().as_u16() != 200 {
-            continue;
-        }
-        let Ok(b) = resp.json::<BundleResponse>().await else {
-            continue;
-        };
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let ack = json!({ "version": b.bundle.version, "content_hash": b.bundle.content_hash, "status": "installed" });
-        if client
-            .post(format!("{url}/v1/agent/ack"))
-            .json(&ack)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == 204)
-        {
-            since = b.bundle.version;
-        }
-    }
-}
 
 #[tokio::test]
 async fn rotation_of_50_nodes_is_paced_and_survives_a_restart() {
     let mut cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
     cp.create_service("fleet", json!({})).await;
     let (token, _) = cp.join_token("fleet", 50, 600).await;
-    let stop = Arc::new(AtomicBool::new(false));
+    // Real agents; a slow reload hook keeps each delivery in flight for a moment.
     let mut agents = Vec::new();
     for i in 0..50 {
-        let key = p256();
-        let r = enroll(&cp, "fleet", &format!("n{i:02}"), &token, &key).await;
-        assert_eq!(r.status, 200);
-        let client = mtls_client(&cp, r.body["certificate"].as_str().expect("cert"), &key);
-        agents.push(tokio::spawn(poll_and_ack(
-            client,
-            cp.url.clone(),
-            stop.clone(),
-            100 + (i % 5) * 40,
-        )));
+        let hook = format!("sleep 0.{}", 2 + i % 3);
+        agents.push(
+            spawn_agent(&cp, "fleet", &format!("n{i:02}"), &token, |cfg| {
+                cfg.reload_command = Some(hook)
+            })
+            .await,
+        );
     }
     // Everyone holds version 1 before the rotation starts.
     eventually(
@@ -101,9 +62,8 @@ async fn rotation_of_50_nodes_is_paced_and_survives_a_restart() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    stop.store(true, Ordering::Relaxed);
-    for a in agents {
-        a.abort();
+    for mut a in agents {
+        a.stop().await;
     }
     assert!(restarted, "the restart happened mid-way");
     assert!(max_in_flight <= 10, "in flight peaked at {max_in_flight}");

@@ -130,6 +130,24 @@ impl TestDb {
         .collect()
     }
 
+    /// The raw sealed key column of a node's bundle (`None`: no key stored).
+    pub fn raw_bundle_key(&self, service: &str, node: &str) -> Option<Vec<u8>> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Nullable<Binary>)]
+            key_sealed: Option<Vec<u8>>,
+        }
+        let q = format!(
+            "SELECT key_sealed FROM bundles WHERE service = '{service}' AND node_id = '{node}'"
+        );
+        self.with_conn(
+            |c| diesel::sql_query(&q).get_result::<Row>(c),
+            |c| diesel::sql_query(&q).get_result::<Row>(c),
+        )
+        .expect("read bundle row")
+        .key_sealed
+    }
+
     /// The raw stored CA row: (certificate PEM, sealed key bytes, key id).
     pub fn raw_ca_row(&self) -> (String, Vec<u8>, String) {
         #[derive(QueryableByName)]

@@ -4,6 +4,7 @@
 //! library, and real TLS everywhere. Scenarios live in `e2e/`.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod control_plane;
 pub mod db;
 pub mod node;

@@ -235,3 +235,69 @@ fn join_token_files_are_read_when_needed_and_trimmed() {
             .contains("is empty")
     );
 }
+
+#[test]
+fn delivery_settings_parse_from_the_file() {
+    let text = format!(
+        r#"
+server = "https://cp.example:8443"
+service = "web"
+node_id = "n-1"
+ca_fingerprint = "{PIN}"
+install_dir = "/etc/ssl/ferry"
+reload_command = "systemctl reload nginx"
+reload_timeout_seconds = 5
+
+[[target]]
+file = "key"
+path = "/etc/nginx/tls/key.pem"
+mode = "0640"
+owner = "0:33"
+
+[[target]]
+file = "bundle"
+path = "/etc/haproxy/node.pem"
+"#
+    );
+    let cfg = parse(&text).expect("parses").validate().expect("valid");
+    assert_eq!(cfg.reload_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.targets.len(), 2);
+    assert_eq!(cfg.targets[0].file, TargetFile::Key);
+    assert_eq!(cfg.targets[0].mode, 0o640);
+    assert_eq!(cfg.targets[0].owner, Some(Owner { uid: 0, gid: 33 }));
+    assert_eq!(cfg.targets[1].mode, 0o600);
+
+    let defaults = minimal().validate().expect("valid");
+    assert_eq!(defaults.reload_timeout, DEFAULT_RELOAD_TIMEOUT);
+    assert_eq!(defaults.poll_wait, Duration::from_secs(55));
+    assert!(defaults.targets.is_empty());
+}
+
+#[test]
+fn bad_delivery_settings_are_refused_in_one_line() {
+    let unknown_file =
+        parse("[[target]]\nfile = \"password\"\npath = \"/x\"\n").expect_err("unknown file kind");
+    assert!(
+        unknown_file.to_string().contains("line 2")
+            && unknown_file.to_string().contains("password"),
+        "{unknown_file}"
+    );
+    let no_install_dir = RawConfig {
+        target: vec![RawTarget {
+            file: TargetFile::Cert,
+            path: "/etc/app/cert.pem".into(),
+            mode: None,
+            owner: None,
+        }],
+        ..minimal()
+    };
+    let err = no_install_dir
+        .validate()
+        .expect_err("targets need an install dir");
+    assert!(err.to_string().contains("install_dir"), "{err}");
+    let zero = RawConfig {
+        reload_timeout_seconds: Some(0),
+        ..minimal()
+    };
+    assert!(zero.validate().is_err());
+}

@@ -151,6 +151,7 @@ fn agent_state_round_trips_as_json() {
         spiffe_id: SPIFFE.to_owned(),
         last_contact: Some(time::macros::datetime!(2026-01-01 00:00:00 UTC)),
         clock_skew_ms: -1500,
+        enrolled_at: Some(time::macros::datetime!(2025-12-31 23:00:00 UTC)),
     };
     state.save_state(&saved).expect("save");
     assert_eq!(state.load_state().expect("load"), Some(saved));

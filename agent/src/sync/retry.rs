@@ -64,3 +64,33 @@ pub(crate) fn operator_advice(err: &AgentError, phase: Phase) -> Option<&'static
         _ => Some("identity renewal keeps failing and needs an operator"),
     }
 }
+
+/// What a failed delivery request (poll, ack, CSR) means: retry soon (transient), retry
+/// slowly (the node is refused, 401/403, or the answer is unusable: an operator must act),
+/// or give this request up (any other 4xx: sending it again cannot help).
+pub(crate) fn decide_request(err: &ClientError) -> Retry {
+    match err.status() {
+        Some(s) if s == 408 || s == 429 || s >= 500 => Retry::Soon,
+        Some(401 | 403) => Retry::Slowly,
+        Some(_) => Retry::Fatal,
+        None if matches!(
+            err,
+            ClientError::Transport { .. } | ClientError::TooLarge { .. }
+        ) =>
+        {
+            Retry::Soon
+        }
+        None => Retry::Slowly,
+    }
+}
+
+/// What an operator must do when delivery requests are refused.
+pub(crate) fn delivery_advice(err: &ClientError) -> Option<&'static str> {
+    match err.status() {
+        Some(401 | 403) => Some(
+            "the control plane refused this node's identity for bundle delivery (node revoked \
+             or deleted): re-enroll it with a new join token; the installed files are kept",
+        ),
+        _ => None,
+    }
+}

@@ -405,3 +405,30 @@ fn retry_decisions() {
     );
     assert_eq!(operator_advice(&refused(503), Phase::Renew), None);
 }
+
+#[test]
+fn delivery_request_retry_decisions() {
+    use super::retry::{decide_request, delivery_advice};
+    let refused = |status: u16| ClientError::Refused {
+        action: "x",
+        status,
+        problem: ferry_shared::Problem {
+            kind: "t".into(),
+            title: "t".into(),
+            status,
+            detail: None,
+        },
+    };
+    for (status, want) in [
+        (503, Retry::Soon),
+        (429, Retry::Soon),
+        (401, Retry::Slowly),
+        (403, Retry::Slowly),
+        (409, Retry::Fatal),
+        (422, Retry::Fatal),
+    ] {
+        assert_eq!(decide_request(&refused(status)), want, "{status}");
+    }
+    assert!(delivery_advice(&refused(403)).is_some_and(|a| a.contains("re-enroll")));
+    assert_eq!(delivery_advice(&refused(503)), None);
+}
