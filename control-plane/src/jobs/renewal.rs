@@ -14,6 +14,9 @@ use tokio::sync::watch;
 pub const BATCH: i64 = 200;
 /// A node whose issue failed is retried after this long, so it cannot block the queue.
 const RETRY_FAILED_MS: i64 = 60_000;
+/// Longest a pass keeps its rows locked: RSA key generation can take 100 ms a node, so
+/// a full batch could hold locks for many seconds. Nodes not reached stay due.
+const PASS_BUDGET: Duration = Duration::from_secs(2);
 
 pub async fn run(state: AppState, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -39,7 +42,11 @@ pub async fn pass(state: &AppState) -> Result<usize, store::StoreError> {
             let due = store::nodes::due_for_renewal(c, now_ms, BATCH)?;
             let mut services: HashMap<String, Option<ServiceRow>> = HashMap::new();
             let mut changes = Changes::default();
+            let started = std::time::Instant::now();
             for (svc, node) in &due {
+                if started.elapsed() > PASS_BUDGET {
+                    break;
+                }
                 if !services.contains_key(svc) {
                     services.insert(svc.clone(), store::services::get(c, svc, None)?);
                 }
