@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 source scripts/pg.sh
 cargo build --release --quiet -p ferry-tests --bin ferry-bench
 ulimit -n "$(ulimit -Hn)"
-./target/release/ferry-bench refresh-latency "$@"
+RUST_LOG=${RUST_LOG:-warn} ./target/release/ferry-bench refresh-latency "$@"

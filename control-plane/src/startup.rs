@@ -124,8 +124,10 @@ impl App {
                 }
             }
         });
-        // Cross-replica wake-ups (PostgreSQL only; SQLite is one replica by design).
+        // Cross-replica wake-ups (PostgreSQL only; SQLite is one replica by design). The
+        // guard stops the LISTEN thread however this future ends, even when dropped.
         let listen_stop = Arc::new(AtomicBool::new(false));
+        let _stop_listener = StopOnDrop(listen_stop.clone());
         let listener_thread = self.database_url.as_ref().map(|url| {
             notify::spawn_listener(
                 url.expose().to_owned(),
@@ -141,6 +143,15 @@ impl App {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         Ok(())
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

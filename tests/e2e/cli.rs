@@ -168,6 +168,54 @@ async fn ferryctl_and_agent_enroll_a_node(backend: Backend) {
             .contains("spiffe://ferry.local/service/web/node/node-1")
     );
 
+    // An operator can mint a tenant token offline, straight into the database.
+    assert_eq!(
+        cp.admin()
+            .post("/v1/tenants", serde_json::json!({ "name": "acme" }))
+            .await
+            .status,
+        201
+    );
+    let mut offline = tokio::process::Command::new(bin_path("ferry-control-plane"));
+    offline
+        .args(["admin", "create-token", "--tenant", "acme", "--data-dir"])
+        .arg(cp.data_dir.path());
+    if let Some(url) = &cp.db.url {
+        offline.args(["--database-url", url]);
+    }
+    let out = offline.output().await.expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tenant_token = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    let acme = cp.api(Some(&tenant_token));
+    assert_eq!(
+        acme.post("/v1/services", serde_json::json!({ "name": "acme-web" }))
+            .await
+            .body["tenant"],
+        "acme"
+    );
+    acme.get("/v1/services/web").await.assert_problem(404);
+    let unknown = tokio::process::Command::new(bin_path("ferry-control-plane"))
+        .args(["admin", "create-token", "--tenant", "nobody", "--data-dir"])
+        .arg(cp.data_dir.path())
+        .args(
+            cp.db
+                .url
+                .iter()
+                .flat_map(|u| ["--database-url", u.as_str()]),
+        )
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("tenant nobody does not exist"));
+
     // Errors: one line, exit 1, and never the token.
     let missing = ferryctl(&cp, &["service", "show", "nope"]).await;
     assert_eq!(missing.status.code(), Some(1));

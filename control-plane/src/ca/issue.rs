@@ -3,7 +3,7 @@
 //! The CSR proves possession of the node's key and nothing else: subject, SANs and
 //! extensions are built here from the verified enrollment, never copied from the CSR.
 
-use super::{BACKDATE, Ca, CaError, random_serial};
+use super::{Ca, CaError};
 use ferry_shared::{KeyType, SpiffeId};
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
@@ -100,24 +100,14 @@ impl Ca {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = now - BACKDATE;
-        params.not_after = now + ttl;
-        let serial = random_serial()?;
-        let serial_hex = hex::encode(serial.to_bytes());
-        params.serial_number = Some(serial);
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCert {
-            pem: cert.pem(),
-            serial: serial_hex,
-            not_after: params.not_after,
-        })
+        self.sign_leaf(params, &csr.public_key, now, ttl)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::BACKDATE;
     use ferry_shared::{NodeId, ServiceName, TrustDomain};
     use rcgen::KeyPair;
     use x509_parser::prelude::{GeneralName, ParsedExtension, X509Certificate};

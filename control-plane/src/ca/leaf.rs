@@ -1,7 +1,7 @@
 //! Delivered certificates: the per-node leaf of a service, for a key the control plane
 //! generated (`central`) or a key the node holds (`node-key`, from its CSR).
 
-use super::{BACKDATE, Ca, CaError, IssuedCert, random_serial};
+use super::{Ca, CaError, IssuedCert};
 use ferry_shared::{KeyType, SpiffeId};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -101,18 +101,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.not_before = now - BACKDATE;
-        params.not_after = now + ttl;
-        let serial = random_serial()?;
-        let serial_hex = hex::encode(serial.to_bytes());
-        params.serial_number = Some(serial);
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(public_key, &self.issuer)?;
-        Ok(IssuedCert {
-            pem: cert.pem(),
-            serial: serial_hex,
-            not_after: params.not_after,
-        })
+        self.sign_leaf(params, public_key, now, ttl)
     }
 
     /// `node-key` mode: a leaf for the key in `csr_pem`, which must be of `required` type.

@@ -72,6 +72,29 @@ pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
 }
 
 impl Ca {
+    /// Signs `params` for `public_key`, valid from `now - BACKDATE` for `ttl`, with a
+    /// random serial and the authority key identifier. Every leaf goes through here.
+    pub(crate) fn sign_leaf(
+        &self,
+        mut params: CertificateParams,
+        public_key: &impl rcgen::PublicKeyData,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<IssuedCert, CaError> {
+        params.not_before = now - BACKDATE;
+        params.not_after = now + ttl;
+        let serial = random_serial()?;
+        let serial_hex = hex::encode(serial.to_bytes());
+        params.serial_number = Some(serial);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(public_key, &self.issuer)?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            serial: serial_hex,
+            not_after: params.not_after,
+        })
+    }
+
     /// A new root CA; returns it with its private key as PKCS#8 PEM (to be sealed).
     pub fn generate(
         trust_domain: &TrustDomain,

@@ -3,7 +3,8 @@
 
 use super::extract::{AgentIdentity, ApiJson};
 use super::{ApiError, AppState};
-use crate::store::{self, audit::NewAudit, nodes::NodeRow};
+use crate::ca::IssuedCert;
+use crate::store::{self, audit::NewAudit, nodes::NodeRow, services::ServiceRow};
 use axum::Json;
 use axum::extract::State;
 use ferry_shared::api::{EnrollRequest, IdentityIssued, RenewRequest, WhoAmI};
@@ -26,8 +27,23 @@ fn identity_response(
     }
 }
 
-fn ttl(state: &AppState) -> time::Duration {
-    time::Duration::try_from(state.identity_ttl).unwrap_or(time::Duration::hours(24))
+/// Signs an identity for `id` from `csr` under its service's key-type policy.
+fn issue_identity(
+    c: &mut store::Conn<'_>,
+    state: &AppState,
+    id: &SpiffeId,
+    csr: &str,
+    now: OffsetDateTime,
+) -> Result<(ServiceRow, IssuedCert), ApiError> {
+    let svc = store::services::get(c, id.service.as_str(), None)?
+        .ok_or_else(|| ApiError::not_found(format!("service {}", id.service)))?;
+    let key_type: KeyType = svc
+        .key_type
+        .parse()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let ttl = time::Duration::try_from(state.identity_ttl).unwrap_or(time::Duration::hours(24));
+    let cert = state.ca.issue_identity(csr, id, key_type, now, ttl)?;
+    Ok((svc, cert))
 }
 
 /// `POST /v1/agent/enroll`. Checks, in order, the join token, the service and the CSR,
@@ -65,15 +81,7 @@ pub async fn enroll(
                     "join token has no uses left; create a new one",
                 ));
             }
-            let svc = store::services::get(c, spiffe.service.as_str(), None)?
-                .ok_or_else(|| ApiError::not_found(format!("service {}", spiffe.service)))?;
-            let key_type: KeyType = svc
-                .key_type
-                .parse()
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
-            let cert = st
-                .ca
-                .issue_identity(&req.csr, &spiffe, key_type, now, ttl(&st))?;
+            let (svc, cert) = issue_identity(c, &st, &spiffe, &req.csr, now)?;
             if !store::join_tokens::consume(c, &token.id, now_ms)? {
                 return Err(ApiError::forbidden(
                     "join token has no uses left; create a new one",
@@ -155,15 +163,7 @@ pub async fn renew(
         .store
         .write(move |c| {
             let now = OffsetDateTime::now_utc();
-            let svc = store::services::get(c, spiffe.service.as_str(), None)?
-                .ok_or_else(|| ApiError::not_found(format!("service {}", spiffe.service)))?;
-            let key_type: KeyType = svc
-                .key_type
-                .parse()
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
-            let cert = st
-                .ca
-                .issue_identity(&req.csr, &spiffe, key_type, now, ttl(&st))?;
+            let (_, cert) = issue_identity(c, &st, &spiffe, &req.csr, now)?;
             store::nodes::renew_identity(
                 c,
                 spiffe.service.as_str(),

@@ -50,6 +50,15 @@ impl ApiError {
     }
 }
 
+/// A unique-constraint violation becomes a 409 with `detail`; any other error is internal.
+pub fn conflict_if_taken(e: diesel::result::Error, detail: impl FnOnce() -> String) -> ApiError {
+    if crate::store::is_unique_violation(&e) {
+        ApiError::conflict(detail())
+    } else {
+        e.into()
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         Self::Internal(e.into())

@@ -1,11 +1,10 @@
 //! Services (create, list, get, update, delete) and their join tokens.
 //! A tenant sees only its own services: another tenant's service is a 404.
 
+use super::error::conflict_if_taken;
 use super::extract::{ApiJson, Caller, PageQuery, page};
 use super::{ApiError, AppState, new_id, new_secret};
-use crate::store::{
-    self, audit, is_unique_violation, join_tokens::JoinTokenRow, services::ServiceRow,
-};
+use crate::store::{self, audit, join_tokens::JoinTokenRow, services::ServiceRow};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -169,11 +168,7 @@ pub async fn create(
                 return Err(ApiError::not_found(format!("tenant {}", inserted.tenant)));
             }
             store::services::insert(c, &inserted).map_err(|e| {
-                if is_unique_violation(&e) {
-                    ApiError::conflict(format!("service name {} is taken", inserted.name))
-                } else {
-                    e.into()
-                }
+                conflict_if_taken(e, || format!("service name {} is taken", inserted.name))
             })?;
             audit::record(c, &entry).map_err(ApiError::from)
         })

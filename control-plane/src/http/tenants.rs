@@ -1,8 +1,9 @@
 //! Tenants and their API tokens (admin only).
 
+use super::error::conflict_if_taken;
 use super::extract::{ApiJson, Caller, PageQuery, page};
 use super::{ApiError, AppState, new_id, new_secret};
-use crate::store::{self, audit, is_unique_violation, tenants::TenantRow, tokens::ApiTokenRow};
+use crate::store::{self, audit, tenants::TenantRow, tokens::ApiTokenRow};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -40,11 +41,7 @@ pub async fn create(
         .store
         .write(move |c| {
             store::tenants::insert(c, &inserted).map_err(|e| {
-                if is_unique_violation(&e) {
-                    ApiError::conflict(format!("tenant {} already exists", inserted.name))
-                } else {
-                    e.into()
-                }
+                conflict_if_taken(e, || format!("tenant {} already exists", inserted.name))
             })?;
             audit::record(c, &entry).map_err(ApiError::from)
         })

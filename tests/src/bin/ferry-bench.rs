@@ -115,4 +115,6 @@ async fn main() {
     for mut a in fleet {
         a.stop().await;
     }
+    let mut cp = cp;
+    cp.stop().await;
 }
