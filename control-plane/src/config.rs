@@ -67,6 +67,8 @@ pub struct Config {
     pub log_json: bool,
     /// Background job pacing (renewal tick, rotation tick, delivery timeout).
     pub jobs: crate::jobs::JobSettings,
+    /// How often at most a node's `last_seen` is written from its polls.
+    pub seen_granularity: Duration,
 }
 
 impl Config {
@@ -86,6 +88,7 @@ impl Config {
             db_pool_size: 16,
             log_json: false,
             jobs: crate::jobs::JobSettings::default(),
+            seen_granularity: Duration::from_secs(30),
         }
     }
 

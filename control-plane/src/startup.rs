@@ -68,6 +68,7 @@ impl App {
             waiters: Arc::new(Waiters::default()),
             jobs: Arc::new(JobWakers::default()),
             stats: Arc::new(Stats::default()),
+            seen_granularity: cfg.seen_granularity,
         };
         Ok(Self {
             addr,

@@ -7,3 +7,4 @@ mod cli;
 mod delivery;
 mod identity;
 mod rotation;
+mod staleness;

@@ -204,7 +204,7 @@ impl Issuer<'_> {
                 created_at: now_ms,
             },
         )?;
-        store::nodes::set_desired(c, &svc.name, node_id, version, &hash, next)?;
+        store::nodes::set_desired(c, &svc.name, node_id, version, &hash, next, now_ms)?;
         Ok(version)
     }
 }

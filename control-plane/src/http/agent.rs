@@ -124,6 +124,8 @@ pub async fn enroll(
                         last_error: None,
                         hook_exit_code: None,
                         agent_version: None,
+                        desired_at: None,
+                        unseen_at: Some(now_ms + svc.stale_after_seconds * 1000),
                     },
                 )?;
                 "node.enroll"

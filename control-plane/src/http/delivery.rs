@@ -19,9 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// `last_seen` is written at most this often per node, not on every poll.
-const LAST_SEEN_GRANULARITY_MS: i64 = 30_000;
-
 fn timing_headers(resp: &mut Response, retry_after_ms: u64) {
     let h = resp.headers_mut();
     let now = store::now_ms();
@@ -88,7 +85,7 @@ pub async fn bundle(
     if who
         .node
         .last_seen
-        .is_none_or(|t| now - t > LAST_SEEN_GRANULARITY_MS)
+        .is_none_or(|t| now - t > state.seen_granularity.as_millis() as i64)
     {
         let (s, n) = (svc.clone(), node.clone());
         state

@@ -6,6 +6,7 @@
 //! client certificate, never from the request); `tls` is the accept loop.
 
 pub mod agent;
+pub mod alerts;
 pub mod deliveries;
 pub mod delivery;
 pub mod error;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     pub jobs: Arc<JobWakers>,
     pub stats: Arc<Stats>,
+    /// `last_seen` is written at most this often per node, not on every poll.
+    pub seen_granularity: Duration,
 }
 
 /// Counters of this replica since it started (exported by `/metrics`).
@@ -57,6 +60,7 @@ pub struct Stats {
 pub struct JobWakers {
     pub renewal: tokio::sync::Notify,
     pub rotation: tokio::sync::Notify,
+    pub staleness: tokio::sync::Notify,
 }
 
 impl AppState {

@@ -1,7 +1,7 @@
 //! Every route of the control plane, in one place.
 
 use super::error::problem_response;
-use super::{AppState, agent, deliveries, delivery, nodes, services, system, tenants};
+use super::{AppState, agent, alerts, deliveries, delivery, nodes, services, system, tenants};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -14,6 +14,8 @@ pub fn router(state: AppState) -> Router {
         .route(routes::READYZ, get(system::readyz))
         .route(routes::TRUST_BUNDLE, get(system::trust_bundle))
         .route(routes::AUDIT, get(system::audit))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/v1/status", get(alerts::status))
         .route(routes::TENANTS, post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
         .route(routes::SERVICES, post(services::create).get(services::list))

@@ -6,6 +6,7 @@
 
 pub mod renewal;
 pub mod rotation;
+pub mod staleness;
 
 use crate::http::AppState;
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub struct JobSettings {
     pub rotation_tick: Duration,
     /// A delivery not acknowledged this long after it was issued is marked failed.
     pub delivery_timeout: Duration,
+    pub staleness_tick: Duration,
+    /// A service-wide alert fires when more than this share of its nodes is stale.
+    pub stale_share: f64,
 }
 
 impl Default for JobSettings {
@@ -26,6 +30,8 @@ impl Default for JobSettings {
             renewal_tick: Duration::from_secs(1),
             rotation_tick: Duration::from_millis(500),
             delivery_timeout: Duration::from_secs(600),
+            staleness_tick: Duration::from_secs(5),
+            stale_share: 0.1,
         }
     }
 }
@@ -37,7 +43,31 @@ pub fn spawn(state: AppState, settings: JobSettings, shutdown: watch::Receiver<b
         settings.renewal_tick,
         shutdown.clone(),
     ));
+    tokio::spawn(staleness::run(
+        state.clone(),
+        settings.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(rotation::run(state, settings, shutdown));
+}
+
+/// Takes a transaction-scoped advisory lock on PostgreSQL (false: another replica holds
+/// it, skip this pass). SQLite is one replica by design: always true.
+pub(crate) fn try_xact_lock(c: &mut crate::store::Conn<'_>, key: i64) -> diesel::QueryResult<bool> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    match c {
+        crate::store::Conn::Pg(c) => {
+            diesel::sql_query(format!("SELECT pg_try_advisory_xact_lock({key}) AS locked"))
+                .get_result::<Locked>(*c)
+                .map(|l| l.locked)
+        }
+        crate::store::Conn::Sqlite(_) => Ok(true),
+    }
 }
 
 /// Sleeps for `tick`, or less when `wake` fires; false when shutting down.

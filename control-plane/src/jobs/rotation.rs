@@ -5,7 +5,7 @@
 use super::{JobSettings, pause};
 use crate::delivery::Changes;
 use crate::http::AppState;
-use crate::store::{self, Conn};
+use crate::store;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -23,23 +23,6 @@ pub async fn run(state: AppState, settings: JobSettings, mut shutdown: watch::Re
     }
 }
 
-fn try_lock(c: &mut Conn<'_>) -> diesel::QueryResult<bool> {
-    use diesel::RunQueryDsl;
-    #[derive(diesel::QueryableByName)]
-    struct Locked {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        locked: bool,
-    }
-    match c {
-        Conn::Pg(c) => diesel::sql_query(format!(
-            "SELECT pg_try_advisory_xact_lock({LOCK_KEY}) AS locked"
-        ))
-        .get_result::<Locked>(*c)
-        .map(|l| l.locked),
-        Conn::Sqlite(_) => Ok(true), // one replica by design
-    }
-}
-
 pub async fn pass(state: &AppState, settings: &JobSettings) -> Result<(), store::StoreError> {
     let st = state.clone();
     let timeout_ms = settings.delivery_timeout.as_millis() as i64;
@@ -47,7 +30,7 @@ pub async fn pass(state: &AppState, settings: &JobSettings) -> Result<(), store:
         .store
         .write(move |c| {
             let mut changes = Changes::default();
-            if !try_lock(c)? {
+            if !super::try_xact_lock(c, LOCK_KEY)? {
                 return Ok(changes);
             }
             let now = OffsetDateTime::now_utc();

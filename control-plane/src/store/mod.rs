@@ -7,6 +7,7 @@
 //! `&mut Conn`; callers run them through [`Store::read`] or [`Store::write`], which move
 //! the blocking diesel call off the async runtime. Long waits never hold a connection.
 
+pub mod alerts;
 pub mod audit;
 pub mod bundles;
 pub mod ca;

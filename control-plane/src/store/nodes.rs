@@ -27,6 +27,22 @@ pub struct NodeRow {
     pub last_error: Option<String>,
     pub hook_exit_code: Option<i32>,
     pub agent_version: Option<String>,
+    pub desired_at: Option<i64>,
+    pub unseen_at: Option<i64>,
+}
+
+/// `last_seen = now` together with the deadline after which the node counts as unseen
+/// (`now + the service's stale_after`), read from the service row in the same statement.
+macro_rules! seen_at {
+    ($service:expr, $now:expr) => {
+        (
+            nodes::last_seen.eq(Some($now)),
+            nodes::unseen_at.eq(super::schema::services::table
+                .filter(super::schema::services::name.eq($service))
+                .select(super::schema::services::stale_after_seconds * 1000i64 + $now)
+                .single_value()),
+        )
+    };
 }
 
 impl NodeRow {
@@ -78,7 +94,7 @@ pub fn reenroll(
             nodes::prev_identity_serial.eq(None::<String>),
             nodes::identity_not_after.eq(not_after),
             nodes::enrolled_at.eq(now),
-            nodes::last_seen.eq(Some(now)),
+            seen_at!(service, now),
         ))
         .execute(c))
     .map(drop)
@@ -99,7 +115,7 @@ pub fn renew_identity(
             nodes::identity_serial.eq(new_serial),
             nodes::prev_identity_serial.eq(Some(presented_serial)),
             nodes::identity_not_after.eq(not_after),
-            nodes::last_seen.eq(Some(now)),
+            seen_at!(service, now),
         ))
         .execute(c))
     .map(drop)
@@ -107,7 +123,7 @@ pub fn renew_identity(
 
 pub fn touch(c: &mut Conn<'_>, service: &str, node_id: &str, now: i64) -> QueryResult<()> {
     on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
-        .set(nodes::last_seen.eq(Some(now)))
+        .set(seen_at!(service, now))
         .execute(c))
     .map(drop)
 }
@@ -120,9 +136,15 @@ pub fn set_desired(
     version: i64,
     hash: &str,
     renew_at: Option<i64>,
+    now: i64,
 ) -> QueryResult<()> {
     on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
-        .set((nodes::desired_version.eq(version), nodes::desired_hash.eq(hash), nodes::renew_at.eq(renew_at)))
+        .set((
+            nodes::desired_version.eq(version),
+            nodes::desired_hash.eq(hash),
+            nodes::renew_at.eq(renew_at),
+            nodes::desired_at.eq(Some(now)),
+        ))
         .execute(c))
     .map(drop)
 }
@@ -183,7 +205,7 @@ pub fn record_ack(
 ) -> QueryResult<bool> {
     let target = nodes::table.find((service, node_id));
     let common = (
-        nodes::last_seen.eq(Some(a.now)),
+        seen_at!(service, a.now),
         nodes::hook_exit_code.eq(a.hook_exit_code),
         nodes::clock_skew_ms.eq(a.clock_skew_ms),
         nodes::agent_version.eq(a.agent_version.clone()),

@@ -78,6 +78,21 @@ diesel::table! {
         last_error -> Nullable<Text>,
         hook_exit_code -> Nullable<Integer>,
         agent_version -> Nullable<Text>,
+        desired_at -> Nullable<BigInt>,
+        unseen_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    alerts (id) {
+        id -> Text,
+        service -> Text,
+        node_id -> Text,
+        reason -> Text,
+        state -> Text,
+        detail -> Text,
+        fired_at -> BigInt,
+        resolved_at -> Nullable<BigInt>,
     }
 }
 
@@ -148,5 +163,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     bundles,
     rotations,
-    deliveries
+    deliveries,
+    alerts
 );
