@@ -6,5 +6,6 @@ mod api;
 mod cli;
 mod delivery;
 mod identity;
+mod metrics;
 mod rotation;
 mod staleness;

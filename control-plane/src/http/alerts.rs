@@ -121,6 +121,17 @@ pub async fn status(
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let visible = scope(&state, &caller).await?;
+    let (fleet, lines) = summary(&state, visible).await?;
+    Ok(Json(
+        serde_json::json!({ "fleet": fleet, "services": lines }),
+    ))
+}
+
+/// The fleet total and one line per service in `visible` (None: every service).
+pub async fn summary(
+    state: &AppState,
+    visible: Option<Vec<String>>,
+) -> Result<(ServiceStatus, Vec<ServiceStatus>), ApiError> {
     let now = store::now_ms();
     let (svcs, totals, lagging, expiring, deliveries, stale_nodes, firing) = state
         .store
@@ -191,7 +202,5 @@ pub async fn status(
             f
         },
     );
-    Ok(Json(
-        serde_json::json!({ "fleet": fleet, "services": lines }),
-    ))
+    Ok((fleet, lines))
 }

@@ -11,6 +11,7 @@ pub mod deliveries;
 pub mod delivery;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod nodes;
 pub mod router;
 pub mod services;
@@ -52,6 +53,10 @@ pub struct Stats {
     pub polls_not_modified: std::sync::atomic::AtomicU64,
     /// Acks persisted.
     pub acks: std::sync::atomic::AtomicU64,
+    /// Duration of the last pass of each job, milliseconds.
+    pub renewal_pass_ms: std::sync::atomic::AtomicU64,
+    pub rotation_pass_ms: std::sync::atomic::AtomicU64,
+    pub staleness_pass_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Nudges for the background jobs, so work created by a request starts at once

@@ -1,7 +1,9 @@
 //! Every route of the control plane, in one place.
 
 use super::error::problem_response;
-use super::{AppState, agent, alerts, deliveries, delivery, nodes, services, system, tenants};
+use super::{
+    AppState, agent, alerts, deliveries, delivery, metrics, nodes, services, system, tenants,
+};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -16,6 +18,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::AUDIT, get(system::audit))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(alerts::status))
+        .route("/metrics", get(metrics::metrics))
         .route(routes::TENANTS, post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
         .route(routes::SERVICES, post(services::create).get(services::list))

@@ -20,7 +20,13 @@ const PASS_BUDGET: Duration = Duration::from_secs(2);
 
 pub async fn run(state: AppState, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
-        match pass(&state).await {
+        let started = std::time::Instant::now();
+        let result = pass(&state).await;
+        state.stats.renewal_pass_ms.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match result {
             Ok(n) if n as i64 == BATCH => continue, // more are due: no pause
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "renewal pass failed"),

@@ -14,7 +14,13 @@ const LOCK_KEY: i64 = 0x6665_7272_7900_0002;
 
 pub async fn run(state: AppState, settings: JobSettings, mut shutdown: watch::Receiver<bool>) {
     loop {
-        if let Err(e) = pass(&state, &settings).await {
+        let started = std::time::Instant::now();
+        let result = pass(&state, &settings).await;
+        state.stats.rotation_pass_ms.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if let Err(e) = result {
             tracing::warn!(error = %e, "rotation pass failed");
         }
         if !pause(settings.rotation_tick, &state.jobs.rotation, &mut shutdown).await {

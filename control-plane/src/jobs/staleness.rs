@@ -23,7 +23,13 @@ pub struct PassReport {
 
 pub async fn run(state: AppState, settings: JobSettings, mut shutdown: watch::Receiver<bool>) {
     loop {
-        match pass(&state, settings.stale_share).await {
+        let started = std::time::Instant::now();
+        let result = pass(&state, settings.stale_share).await;
+        state.stats.staleness_pass_ms.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        match result {
             Ok(r) if r.fired + r.resolved > 0 => tracing::info!(
                 fired = r.fired,
                 resolved = r.resolved,

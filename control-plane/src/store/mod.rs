@@ -13,6 +13,7 @@ pub mod bundles;
 pub mod ca;
 pub mod deliveries;
 pub mod join_tokens;
+pub mod metrics;
 pub mod nodes;
 pub mod rotations;
 pub mod schema;
@@ -158,6 +159,15 @@ impl Store {
                     .map_err(mig)
             }
         }
+    }
+
+    /// (connections open, connections idle) of the pool, for `/metrics`.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = match &self.backend {
+            Backend::Pg(p) => p.state(),
+            Backend::Sqlite(p) => p.state(),
+        };
+        (s.connections, s.idle_connections)
     }
 
     /// True when the database answers and no migration is pending (`/readyz`).
