@@ -12,11 +12,13 @@ need_apt=()
 [ -e /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v faketime >/dev/null || need_apt+=(faketime) # skewed agent clocks
+command -v chromium >/dev/null || need_apt+=(chromium)  # the dashboard test
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 # A throwaway cluster on a free loopback port, stopped on exit.
@@ -28,6 +30,8 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "building the binaries the end-to-end tests run (ferry-agent, ferryctl, ferry-control-plane)"
 cargo build --workspace --bins --quiet
+log "browser test driver (playwright-core, driving Debian's chromium)"
+(cd tests/browser && npm ci --no-audit --no-fund --silent)
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final

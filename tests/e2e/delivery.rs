@@ -80,6 +80,21 @@ async fn first_bundle_then_refresh_tracked_to_the_ack(backend: Backend) {
         ferry_shared::hash::hash_of(&first.bundle),
         first.bundle.content_hash
     );
+    // The node's key is sealed at rest: neither its PEM armour nor its body is in the row.
+    let sealed = cp
+        .db
+        .raw_bundle_key("web", "n1")
+        .expect("central mode stores the key");
+    let key_pem = first.bundle.private_key.as_deref().expect("key");
+    let key_body = key_pem.lines().nth(1).expect("a base64 line");
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("PRIVATE KEY"),
+        "node key stored in clear"
+    );
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains(key_body),
+        "node key stored in clear"
+    );
     assert_eq!(node.ack(&cp, &first).await, 204);
     let status = cp.admin().get("/v1/services/web/nodes/n1").await.body;
     assert_eq!(

@@ -29,6 +29,8 @@ pub enum SealError {
 /// The 256-bit key that seals private keys in the database. Its `Debug` never shows it.
 pub struct MasterKey {
     key: LessSafeKey,
+    /// HMAC-SHA256 keyed by the master key, for [`MasterKey::derive`].
+    derive: aws_lc_rs::hmac::Key,
     id: String,
 }
 
@@ -49,6 +51,7 @@ impl MasterKey {
             UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::BadLength(bytes.len()))?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            derive: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
             id,
         })
     }
@@ -77,6 +80,15 @@ impl MasterKey {
     /// Short stable id of this key (not secret: a truncated hash).
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// A 32-byte key for `purpose` (HMAC-SHA256(master, purpose)): the same on every
+    /// replica, unrelated to the sealing key and to other purposes. Seals nothing.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        let tag = aws_lc_rs::hmac::sign(&self.derive, purpose);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref()); // HMAC-SHA256 tags are always 32 bytes
+        out
     }
 
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {

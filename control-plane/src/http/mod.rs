@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod dashboard;
 pub mod deliveries;
 pub mod delivery;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod services;
 pub mod system;
 pub mod tenants;
 pub mod tls;
+pub mod webhook;
 
 use crate::ca::Ca;
 use crate::ca::sealing::MasterKey;
@@ -66,6 +68,7 @@ pub struct JobWakers {
     pub renewal: tokio::sync::Notify,
     pub rotation: tokio::sync::Notify,
     pub staleness: tokio::sync::Notify,
+    pub webhooks: tokio::sync::Notify,
 }
 
 impl AppState {

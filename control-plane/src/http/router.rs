@@ -3,6 +3,7 @@
 use super::error::problem_response;
 use super::{
     AppState, agent, alerts, deliveries, delivery, metrics, nodes, services, system, tenants,
+    webhook,
 };
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -43,10 +44,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/services/{svc}/rotate", post(deliveries::rotate))
         .route(
+            "/v1/services/{svc}/webhook",
+            axum::routing::put(webhook::put).delete(webhook::delete),
+        )
+        .route(
             "/v1/services/{svc}/rotations/{id}",
             get(deliveries::get_rotation),
         )
         .route("/v1/deliveries/{id}", get(deliveries::get))
+        .route("/dashboard", get(super::dashboard::dashboard))
+        .route(
+            "/dashboard/login",
+            get(super::dashboard::login_form).post(super::dashboard::login),
+        )
+        .route("/dashboard/logout", post(super::dashboard::logout))
+        .route("/dashboard/{*rest}", get(super::dashboard::not_found))
         .route(routes::AGENT_ENROLL, post(agent::enroll))
         .route(routes::AGENT_RENEW, post(agent::renew))
         .route(routes::AGENT_WHOAMI, get(agent::whoami))

@@ -152,6 +152,9 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         san_template: "{node}.{service}.{trust_domain}".into(),
+        webhook_url: None,
+        webhook_secret_sealed: None,
+        webhook_key_id: None,
     };
     apply_settings(&mut row, &req.settings, true)?;
     let entry = caller.audit(

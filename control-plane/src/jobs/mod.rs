@@ -7,6 +7,7 @@
 pub mod renewal;
 pub mod rotation;
 pub mod staleness;
+pub mod webhooks;
 
 use crate::http::AppState;
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub fn spawn(state: AppState, settings: JobSettings, shutdown: watch::Receiver<b
         settings.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(webhooks::run(state.clone(), shutdown.clone()));
     tokio::spawn(rotation::run(state, settings, shutdown));
 }
 

@@ -7,7 +7,7 @@
 
 use super::{JobSettings, pause};
 use crate::http::AppState;
-use crate::store::{self, alerts::AlertRow};
+use crate::store::{self, alert_events::EventRow, alerts::AlertRow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::sync::watch;
 
@@ -19,6 +19,8 @@ pub struct PassReport {
     pub stale_nodes: usize,
     pub fired: usize,
     pub resolved: usize,
+    /// Webhook events queued in the outbox.
+    pub events: usize,
 }
 
 pub async fn run(state: AppState, settings: JobSettings, mut shutdown: watch::Receiver<bool>) {
@@ -30,12 +32,17 @@ pub async fn run(state: AppState, settings: JobSettings, mut shutdown: watch::Re
             std::sync::atomic::Ordering::Relaxed,
         );
         match result {
-            Ok(r) if r.fired + r.resolved > 0 => tracing::info!(
-                fired = r.fired,
-                resolved = r.resolved,
-                stale = r.stale_nodes,
-                "staleness pass"
-            ),
+            Ok(r) if r.fired + r.resolved > 0 => {
+                tracing::info!(
+                    fired = r.fired,
+                    resolved = r.resolved,
+                    stale = r.stale_nodes,
+                    "staleness pass"
+                );
+                if r.events > 0 {
+                    state.jobs.webhooks.notify_one();
+                }
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "staleness pass failed"),
         }
@@ -101,6 +108,46 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                 }
             }
 
+            let hooked: HashSet<String> = store::services::with_webhooks(c)?
+                .into_iter()
+                .map(|w| w.service)
+                .collect();
+            let mut outbox = |c: &mut store::Conn<'_>,
+                              alert: &AlertRow,
+                              event: &str|
+             -> Result<(), store::StoreError> {
+                if !hooked.contains(&alert.service) {
+                    return Ok(());
+                }
+                let id = crate::http::new_id().map_err(|_| store::StoreError::Task)?;
+                let payload = serde_json::json!({
+                    "event_id": id,
+                    "event": event,
+                    "alert": {
+                        "id": alert.id, "service": alert.service, "node_id": alert.node_id,
+                        "reason": alert.reason, "detail": alert.detail,
+                        "fired_at": fmt_ms(alert.fired_at),
+                        "resolved_at": (event == "resolved").then(|| fmt_ms(now)),
+                    },
+                });
+                store::alert_events::insert(
+                    c,
+                    &EventRow {
+                        id,
+                        alert_id: alert.id.clone(),
+                        service: alert.service.clone(),
+                        payload: payload.to_string(),
+                        created_at: now,
+                        attempts: 0,
+                        next_attempt_at: now,
+                        lease_until: None,
+                        delivered_at: None,
+                        last_error: None,
+                    },
+                )?;
+                report.events += 1;
+                Ok(())
+            };
             let firing = store::alerts::firing(c)?;
             let open: HashSet<(String, String, String)> = firing
                 .iter()
@@ -113,6 +160,7 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                     reason_static(&a.reason),
                 )) {
                     store::alerts::resolve(c, &a.id, now)?;
+                    outbox(c, a, "resolved")?;
                     report.resolved += 1;
                 }
             }
@@ -120,19 +168,18 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                 if open.contains(&(svc.clone(), node.clone(), reason.to_owned())) {
                     continue;
                 }
-                store::alerts::insert(
-                    c,
-                    &AlertRow {
-                        id: crate::http::new_id().map_err(|_| store::StoreError::Task)?,
-                        service: svc,
-                        node_id: node,
-                        reason: reason.to_owned(),
-                        state: "firing".into(),
-                        detail,
-                        fired_at: now,
-                        resolved_at: None,
-                    },
-                )?;
+                let alert = AlertRow {
+                    id: crate::http::new_id().map_err(|_| store::StoreError::Task)?,
+                    service: svc,
+                    node_id: node,
+                    reason: reason.to_owned(),
+                    state: "firing".into(),
+                    detail,
+                    fired_at: now,
+                    resolved_at: None,
+                };
+                store::alerts::insert(c, &alert)?;
+                outbox(c, &alert, "firing")?;
                 report.fired += 1;
             }
             Ok(report)

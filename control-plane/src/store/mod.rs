@@ -7,10 +7,12 @@
 //! `&mut Conn`; callers run them through [`Store::read`] or [`Store::write`], which move
 //! the blocking diesel call off the async runtime. Long waits never hold a connection.
 
+pub mod alert_events;
 pub mod alerts;
 pub mod audit;
 pub mod bundles;
 pub mod ca;
+pub mod dashboard;
 pub mod deliveries;
 pub mod join_tokens;
 pub mod metrics;

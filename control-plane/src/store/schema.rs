@@ -42,6 +42,9 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         san_template -> Text,
+        webhook_url -> Nullable<Text>,
+        webhook_secret_sealed -> Nullable<Binary>,
+        webhook_key_id -> Nullable<Text>,
     }
 }
 
@@ -153,6 +156,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    alert_events (id) {
+        id -> Text,
+        alert_id -> Text,
+        service -> Text,
+        payload -> Text,
+        created_at -> BigInt,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        lease_until -> Nullable<BigInt>,
+        delivered_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     api_tokens,
@@ -164,5 +182,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     bundles,
     rotations,
     deliveries,
-    alerts
+    alerts,
+    alert_events
 );

@@ -6,7 +6,7 @@ use super::{Conn, on_backend};
 use diesel::prelude::*;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = services)]
+#[diesel(table_name = services, treat_none_as_null = true)]
 pub struct ServiceRow {
     pub name: String,
     pub tenant: String,
@@ -20,6 +20,9 @@ pub struct ServiceRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub san_template: String,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_sealed: Option<Vec<u8>>,
+    pub webhook_key_id: Option<String>,
 }
 
 pub fn insert(c: &mut Conn<'_>, row: &ServiceRow) -> QueryResult<()> {
@@ -67,4 +70,34 @@ pub fn update(c: &mut Conn<'_>, row: &ServiceRow) -> QueryResult<()> {
 
 pub fn delete(c: &mut Conn<'_>, name: &str) -> QueryResult<usize> {
     on_backend!(c, c => diesel::delete(services::table.find(name)).execute(c))
+}
+
+/// A service's alert webhook as stored.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub service: String,
+    pub url: String,
+    pub secret_sealed: Vec<u8>,
+    pub key_id: String,
+}
+
+type WebhookColumns = (String, Option<String>, Option<Vec<u8>>, Option<String>);
+
+/// Services with a webhook.
+pub fn with_webhooks(c: &mut Conn<'_>) -> QueryResult<Vec<Webhook>> {
+    let rows: Vec<WebhookColumns> = on_backend!(c, c => services::table
+        .filter(services::webhook_url.is_not_null())
+        .select((services::name, services::webhook_url, services::webhook_secret_sealed, services::webhook_key_id))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(service, u, s, k)| {
+            Some(Webhook {
+                service,
+                url: u?,
+                secret_sealed: s?,
+                key_id: k?,
+            })
+        })
+        .collect())
 }

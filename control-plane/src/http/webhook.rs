@@ -1,0 +1,95 @@
+//! `PUT /v1/services/{svc}/webhook {url}`: sets the service's alert webhook and returns
+//! a new signing secret, shown once and stored sealed; `DELETE` removes it.
+
+use super::extract::{ApiJson, Caller};
+use super::services::visible;
+use super::{ApiError, AppState, new_secret};
+use crate::store::{self, audit};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    pub url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebhookCreated {
+    pub url: String,
+    /// HMAC-SHA256 key of the `Ferry-Signature` header; shown once.
+    pub secret: String,
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(svc): Path<String>,
+    ApiJson(req): ApiJson<WebhookRequest>,
+) -> Result<Json<WebhookCreated>, ApiError> {
+    let mut row = visible(&state, &caller, &svc).await?;
+    let url = reqwest::Url::parse(&req.url)
+        .ok()
+        .filter(|u| {
+            matches!(u.scheme(), "https" | "http") && u.host().is_some() && req.url.len() <= 2000
+        })
+        .ok_or_else(|| {
+            ApiError::unprocessable("invalid-url", "url must be an http(s) URL with a host")
+        })?;
+    let secret = new_secret("fyw_")?;
+    let aad = format!("webhook/{}", row.name);
+    row.webhook_secret_sealed = Some(
+        state
+            .master
+            .seal(secret.as_bytes(), aad.as_bytes())
+            .map_err(|e| ApiError::Internal(e.into()))?,
+    );
+    row.webhook_key_id = Some(state.master.id().to_owned());
+    row.webhook_url = Some(url.to_string());
+    row.updated_at = store::now_ms();
+    let entry = caller.audit(
+        Some(&row.tenant),
+        "service.webhook.set",
+        &row.name,
+        serde_json::json!({ "url": url.as_str() }),
+    );
+    state
+        .store
+        .write(move |c| {
+            store::services::update(c, &row)?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok(Json(WebhookCreated {
+        url: url.to_string(),
+        secret,
+    }))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(svc): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut row = visible(&state, &caller, &svc).await?;
+    row.webhook_url = None;
+    row.webhook_secret_sealed = None;
+    row.webhook_key_id = None;
+    row.updated_at = store::now_ms();
+    let entry = caller.audit(
+        Some(&row.tenant),
+        "service.webhook.delete",
+        &row.name,
+        serde_json::json!({}),
+    );
+    state
+        .store
+        .write(move |c| {
+            store::services::update(c, &row)?;
+            audit::record(c, &entry).map_err(ApiError::from)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
