@@ -45,6 +45,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 const CONTACT_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 /// ...unless the measured clock skew moved by more than this.
 const SKEW_WORTH_SAVING_MS: i64 = 1000;
+/// How often at most the agent repeats "certificate expires soon" while unreachable.
+const EXPIRY_WARNING_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What failed locally while delivering (the network side is [`ClientError`]).
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,8 @@ struct Delivery<'a> {
     /// node-key mode: the key made for the CSR requested by version `.0`.
     pending: Option<(i64, NodeKey)>,
     operator_told: bool,
+    /// When the last "certificate expires soon" ERROR was logged.
+    expiry_warned_at: Option<std::time::Instant>,
     /// When `delivery-state.json` was last written.
     saved_at: Option<std::time::Instant>,
 }
@@ -112,6 +116,7 @@ impl<'a> Delivery<'a> {
             skip: None,
             pending: None,
             operator_told: false,
+            expiry_warned_at: None,
             saved_at: None,
         }
     }
@@ -164,6 +169,7 @@ impl<'a> Delivery<'a> {
                 Ok(polled) => polled,
                 Err(err) => {
                     let delay = self.delay_after(&err, "bundle poll failed");
+                    self.warn_if_expiring(&session);
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -223,6 +229,9 @@ impl<'a> Delivery<'a> {
     }
 
     async fn handle(&mut self, session: &Session, bundle: Bundle, rx: &watch::Receiver<Session>) {
+        if bundle.alert_before_seconds.is_some() {
+            self.record.alert_before_seconds = bundle.alert_before_seconds;
+        }
         let epoch = epoch_of(session);
         let version = bundle.version;
         info!(
@@ -324,6 +333,37 @@ impl<'a> Delivery<'a> {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+
+    /// While the control plane is unreachable: an ERROR (at most every
+    /// [`EXPIRY_WARNING_INTERVAL`]) when the installed certificate is inside the service's
+    /// `alert_before` window, at server time. Node-level monitoring can catch this even
+    /// when the control plane cannot see the node.
+    fn warn_if_expiring(&mut self, session: &Session) {
+        let (Some(installed), Some(window)) = (
+            self.record.installed.as_ref(),
+            self.record.alert_before_seconds,
+        ) else {
+            return;
+        };
+        let Some(not_after) = installed.cert_not_after else {
+            return;
+        };
+        let left = (not_after - session.server_now()).whole_seconds();
+        if left > window as i64
+            || self
+                .expiry_warned_at
+                .is_some_and(|at| at.elapsed() < EXPIRY_WARNING_INTERVAL)
+        {
+            return;
+        }
+        self.expiry_warned_at = Some(std::time::Instant::now());
+        error!(
+            version = installed.version,
+            seconds_left = left,
+            alert_before_seconds = window,
+            "the installed certificate expires soon and the control plane cannot be reached"
+        );
     }
 
     /// The delay before the next try after `err`, logged (with the operator's part, once).

@@ -114,8 +114,12 @@ pub fn status_at(state_dir: &Path, local_now: OffsetDateTime) -> Result<Status, 
         installed_seconds_left,
         last_ack: delivery.last_ack,
         last_error: delivery.last_error,
+        // Inside the service's alert_before window the certificate should long have been
+        // renewed: delivery is failing, so node-level monitoring must hear about it.
         healthy: valid
-            && (installed_version.is_none() || installed_seconds_left.is_some_and(|s| s > 0)),
+            && (installed_version.is_none()
+                || installed_seconds_left
+                    .is_some_and(|s| s > delivery.alert_before_seconds.map_or(0, |w| w as i64))),
     })
 }
 
@@ -341,6 +345,18 @@ mod tests {
         assert!(
             text.contains("last ack:      version 2 installed"),
             "{text}"
+        );
+
+        // Inside the service's alert_before window (10 minutes): unhealthy already.
+        let mut windowed = DeliveryState::load(&state).expect("load");
+        windowed.alert_before_seconds = Some(600);
+        windowed.save(&state).expect("save");
+        let st = status_at(state.path(), datetime!(2026-01-01 00:49 UTC)).expect("status");
+        assert!(st.healthy, "11 minutes left, outside the window: {st:?}");
+        let st = status_at(state.path(), datetime!(2026-01-01 00:51 UTC)).expect("status");
+        assert!(
+            !st.healthy,
+            "9 minutes left, inside the alert_before window: exit 1"
         );
 
         let st = status_at(state.path(), datetime!(2026-01-01 02:00 UTC)).expect("status");

@@ -303,6 +303,11 @@ pub struct Bundle {
     /// With `csr_required`: the key type the service requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr_key_type: Option<KeyType>,
+    /// The service's `alert_before`: inside this window before its certificate expires
+    /// a node is in trouble (it should have been renewed long before), and the agent
+    /// says so locally when it cannot reach the control plane. Not part of the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_before_seconds: Option<u64>,
 }
 
 impl std::fmt::Debug for Bundle {

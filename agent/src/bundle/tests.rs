@@ -30,6 +30,7 @@ fn central(signer: &TestCa, trust: &str, chain: &str, not_after: OffsetDateTime)
         not_after: Some(not_after),
         csr_required: false,
         csr_key_type: None,
+        alert_before_seconds: None,
     };
     b.content_hash = hash_of(&b);
     b

@@ -73,6 +73,10 @@ pub struct DeliveryState {
     /// Server clock minus local clock, from the last poll answer.
     #[serde(default)]
     pub clock_skew_ms: i64,
+    /// The service's `alert_before`, from the last bundle: an installed certificate this
+    /// close to expiry means delivery is failing.
+    #[serde(default)]
+    pub alert_before_seconds: Option<u64>,
 }
 
 impl DeliveryState {

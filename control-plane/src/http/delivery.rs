@@ -4,7 +4,7 @@
 use super::extract::{AgentIdentity, ApiJson};
 use super::{ApiError, AppState};
 use crate::delivery::Changes;
-use crate::store::{self, bundles::BundleRow, nodes::AckUpdate};
+use crate::store::{self, bundles::BundleRow, nodes::AckUpdate, services::ServiceRow};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -39,11 +39,7 @@ fn jitter_ms(max: u64) -> u64 {
     u64::from_le_bytes(b) % max.max(1)
 }
 
-fn to_wire(
-    state: &AppState,
-    row: BundleRow,
-    key_type: Option<KeyType>,
-) -> Result<Bundle, ApiError> {
+fn to_wire(state: &AppState, row: BundleRow, svc: Option<&ServiceRow>) -> Result<Bundle, ApiError> {
     let private_key = match (&row.key_sealed, &row.key_id) {
         (Some(sealed), Some(key_id)) => {
             let aad = format!("{}/{}/{}", row.service, row.node_id, row.version);
@@ -66,7 +62,10 @@ fn to_wire(
         metadata,
         not_after: row.not_after.map(store::from_ms),
         csr_required: row.csr_required,
-        csr_key_type: if row.csr_required { key_type } else { None },
+        csr_key_type: svc
+            .filter(|_| row.csr_required)
+            .and_then(|s| s.key_type.parse::<KeyType>().ok()),
+        alert_before_seconds: svc.map(|s| s.alert_before_seconds as u64),
     })
 }
 
@@ -109,18 +108,16 @@ pub async fn bundle(
             let found = state
                 .store
                 .read(move |c| {
-                    let b = store::bundles::get(c, &s, &n)?;
-                    let kt = match &b {
-                        Some(b) if b.csr_required => store::services::get(c, &s, None)?
-                            .and_then(|svc| svc.key_type.parse().ok()),
-                        _ => None,
+                    let Some(b) = store::bundles::get(c, &s, &n)? else {
+                        return Ok(None);
                     };
-                    Ok(b.map(|b| (b, kt)))
+                    let svc = store::services::get(c, &s, None)?;
+                    Ok(Some((b, svc)))
                 })
                 .await?;
-            if let Some((row, key_type)) = found {
+            if let Some((row, svc)) = found {
                 let body = BundleResponse {
-                    bundle: to_wire(&state, row, key_type)?,
+                    bundle: to_wire(&state, row, svc.as_ref())?,
                     server_time: OffsetDateTime::now_utc(),
                 };
                 let mut resp = Json(body).into_response();

@@ -94,6 +94,7 @@ impl Cp {
             not_after: Some(now + TimeDuration::hours(1)),
             csr_required: false,
             csr_key_type: None,
+            alert_before_seconds: None,
         })
     }
 
