@@ -165,13 +165,30 @@ pub async fn summary(
             Ok((svcs, t, l, e, d, firing.iter().filter(|a| !a.node_id.is_empty()).map(|a| (a.service.clone(), a.node_id.clone())).collect::<std::collections::HashSet<_>>(), firing))
         })
         .await?;
-    let get = |v: &Counts, s: &str| v.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
+    // Index every count by service once: per-service lookups stay O(1) at 10k services.
+    use std::collections::HashMap;
+    let by_service = |v: Counts| -> HashMap<String, i64> { v.into_iter().collect() };
+    let (totals, lagging, expiring, deliveries) = (
+        by_service(totals),
+        by_service(lagging),
+        by_service(expiring),
+        by_service(deliveries),
+    );
+    let get = |m: &HashMap<String, i64>, s: &str| m.get(s).copied().unwrap_or(0);
+    let mut stale_per_service: HashMap<&str, i64> = HashMap::new();
+    for (svc, _) in &stale_nodes {
+        *stale_per_service.entry(svc.as_str()).or_default() += 1;
+    }
+    let mut firing_per_service: HashMap<&str, i64> = HashMap::new();
+    for a in &firing {
+        *firing_per_service.entry(a.service.as_str()).or_default() += 1;
+    }
     let mut lines = Vec::new();
     for (name, ttl, renew_before) in svcs {
         if visible.as_ref().is_some_and(|v| !v.contains(&name)) {
             continue;
         }
-        let stale = stale_nodes.iter().filter(|(s, _)| *s == name).count() as i64;
+        let stale = stale_per_service.get(name.as_str()).copied().unwrap_or(0);
         let nodes = get(&totals, &name);
         let pending = (get(&lagging, &name) - stale).max(0);
         lines.push(ServiceStatus {
@@ -181,7 +198,7 @@ pub async fn summary(
             stale,
             expiring_24h: get(&expiring, &name),
             deliveries_last_hour: get(&deliveries, &name),
-            firing_alerts: firing.iter().filter(|a| a.service == name).count() as i64,
+            firing_alerts: firing_per_service.get(name.as_str()).copied().unwrap_or(0),
             outage_budget_seconds: ttl - renew_before,
             service: name,
         });

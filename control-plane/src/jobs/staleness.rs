@@ -100,8 +100,12 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                     .insert(n.clone());
             }
             report.stale_nodes = stale_by_service.values().map(HashSet::len).sum();
+            let names: Vec<String> = stale_by_service.keys().cloned().collect();
+            let totals: HashMap<String, i64> = store::nodes::counts_for_services(c, &names)?
+                .into_iter()
+                .collect();
             for (svc, nodes) in &stale_by_service {
-                let total = store::nodes::count_for_service(c, svc)?;
+                let total = totals.get(svc).copied().unwrap_or(0);
                 if total > 0 && nodes.len() as f64 / total as f64 > stale_share {
                     let detail = format!("{} of {total} nodes are stale", nodes.len());
                     stale.insert((svc.clone(), String::new(), "stale-share"), detail);

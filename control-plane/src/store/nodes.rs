@@ -237,6 +237,24 @@ pub fn count_for_service(c: &mut Conn<'_>, service: &str) -> QueryResult<i64> {
     on_backend!(c, c => nodes::table.filter(nodes::service.eq(service)).count().get_result(c))
 }
 
+/// Node counts of `services`, in a few grouped statements (chunks of 1,000 names).
+pub fn counts_for_services(
+    c: &mut Conn<'_>,
+    services: &[String],
+) -> QueryResult<Vec<(String, i64)>> {
+    use diesel::dsl::count_star;
+    let mut out = Vec::with_capacity(services.len());
+    for chunk in services.chunks(1000) {
+        let rows: Vec<(String, i64)> = on_backend!(c, c => nodes::table
+            .filter(nodes::service.eq_any(chunk))
+            .group_by(nodes::service)
+            .select((nodes::service, count_star()))
+            .load(c))?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
 pub fn ids_for_service(c: &mut Conn<'_>, service: &str) -> QueryResult<Vec<String>> {
     on_backend!(c, c => nodes::table
         .filter(nodes::service.eq(service))
