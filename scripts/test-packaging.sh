@@ -361,6 +361,7 @@ for deb in "$agent_deb" "$cp_deb"; do
   grep -q 'adduser --system --group' "$ctl/postinst" || problems+=("postinst creates no system user")
   grep -q 'deb-systemd-helper' "$ctl/postinst" || problems+=("postinst does not register the unit with deb-systemd-helper")
   grep -q 'deb-systemd-invoke start' "$ctl/postinst" && problems+=("postinst starts the service")
+  grep -q 'deb-systemd-invoke try-restart' "$ctl/postinst" || problems+=("an upgrade does not restart a running service")
   grep -q 'deb-systemd-helper purge' "$ctl/postrm" || problems+=("postrm does not purge the unit's state")
   dpkg-deb -f "$deb" Depends | grep -q adduser || problems+=("Depends lacks adduser")
   if [ ${#problems[@]} -eq 0 ]; then pass "$pkg: maintainer scripts"; else fail "$pkg: maintainer scripts: ${problems[*]}"; fi

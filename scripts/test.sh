@@ -30,6 +30,12 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "building the binaries the end-to-end tests run (ferry-agent, ferryctl, ferry-control-plane)"
 cargo build --workspace --bins --quiet
+log "packaging: systemd units, .debs installed with dpkg, Dockerfiles, Kubernetes manifests"
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/test-packaging.sh
+else
+  log "skipping packaging checks: they install .deb packages and need root"
+fi
 log "browser test driver (playwright-core, driving Debian's chromium)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 log "tests"
