@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 
-/// Longest metadata key, in bytes (it becomes a file name).
-pub const MAX_METADATA_KEY_BYTES: usize = 128;
+/// The metadata key rule (a key becomes a file name), shared with the control plane.
+pub use ferry_shared::metadata::{MAX_METADATA_KEY_BYTES, check_metadata_key};
 /// Longest chain of intermediates followed before giving up.
 const MAX_CHAIN_DEPTH: usize = 8;
 
@@ -147,29 +147,6 @@ pub fn verify(
             metadata,
         },
     })
-}
-
-/// Why `key` cannot be a file name, if it cannot.
-pub fn check_metadata_key(key: &str) -> Result<(), &'static str> {
-    if key.is_empty() {
-        return Err("it is empty");
-    }
-    if key.len() > MAX_METADATA_KEY_BYTES {
-        return Err("it is longer than 128 bytes");
-    }
-    if key.contains('/') {
-        return Err("it contains '/'");
-    }
-    if key.contains("..") || key == "." {
-        return Err("it contains '..' or is '.'");
-    }
-    if key.contains('\0') {
-        return Err("it contains NUL");
-    }
-    if key.chars().any(char::is_control) {
-        return Err("it contains control characters");
-    }
-    Ok(())
 }
 
 fn metadata_files(

@@ -95,6 +95,11 @@ impl App {
         self.state.stats.clone()
     }
 
+    /// The store handle (its statement counter is what tests read).
+    pub fn store(&self) -> crate::store::Store {
+        self.state.store.clone()
+    }
+
     /// PEM of the CA certificates clients should trust.
     pub fn trust_bundle_pem(&self) -> String {
         self.state.ca.bundle_pem().to_owned()

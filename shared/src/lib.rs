@@ -3,7 +3,7 @@
 //!
 //! What lives here: request/response bodies of both APIs ([`api`]), names that are
 //! parsed once and trusted afterwards ([`ids`]), the RFC 7807 problem body ([`error`]) and
-//! hash/fingerprint helpers ([`hash`]). What must not: I/O, async runtimes, HTTP, TLS or
+//! hash/fingerprint helpers ([`hash`]), and the metadata key rule and bodies ([`metadata`]). What must not: I/O, async runtimes, HTTP, TLS or
 //! database types. The agent links this crate, so it stays small.
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ pub mod api;
 pub mod error;
 pub mod hash;
 pub mod ids;
+pub mod metadata;
 
 pub use error::Problem;
 pub use ids::{

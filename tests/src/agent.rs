@@ -114,6 +114,10 @@ pub struct Installed {
     pub cert_pem: String,
     /// The content hash recomputed from the installed files.
     pub hash: String,
+    /// `metadata.json`, parsed.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The per-key files of `metadata/`: name -> contents.
+    pub metadata_files: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads `<install_dir>/current`. `with_key`: the bundle's key is part of the hash
@@ -155,10 +159,23 @@ pub fn read_installed(install_dir: &Path, with_key: bool) -> Option<Installed> {
         &ca,
         &metadata,
     );
+    let metadata_files = std::fs::read_dir(current.join("metadata"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name.clone(), read(&format!("metadata/{name}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Installed {
         version,
         cert_pem: cert,
         hash,
+        metadata: serde_json::from_str(&metadata)
+            .unwrap_or_else(|e| panic!("metadata.json of version {version}: {e}")),
+        metadata_files,
     })
 }
 

@@ -21,6 +21,8 @@ pub struct ControlPlane {
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
     /// Counters of the running instance (replaced on restart).
     pub stats: std::sync::Arc<ferry_control_plane::http::Stats>,
+    /// The running instance's store (replaced on restart).
+    pub store: ferry_control_plane::store::Store,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
@@ -57,6 +59,7 @@ pub async fn spawn_control_plane(
         ca_fingerprint,
         data_dir: std::sync::Arc::new(data_dir),
         stats: app.stats(),
+        store: app.store(),
         running: None,
     };
     cp.cfg.listen = addr; // restarts come back on the same port
@@ -91,6 +94,8 @@ impl ControlPlane {
             app.new_admin_token.is_none(),
             "a restart must not create a second admin token"
         );
+        self.stats = app.stats();
+        self.store = app.store();
         self.running = Some(run(app));
     }
 
@@ -120,6 +125,7 @@ impl ControlPlane {
             ca_fingerprint: self.ca_fingerprint.clone(),
             data_dir: self.data_dir.clone(),
             stats: app.stats(),
+            store: app.store(),
             running: Some(run(app)),
         }
     }
@@ -247,6 +253,11 @@ impl Api {
         self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
             .await
     }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.send(self.client.put(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Resp {
         self.send(
             self.client

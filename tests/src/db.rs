@@ -170,6 +170,31 @@ impl TestDb {
         let r = rows.into_iter().next().expect("one row");
         (r.cert_pem, r.key_ciphertext, r.key_id)
     }
+
+    /// Runs one statement written for both backends (to put a row into a state no API
+    /// reaches quickly, e.g. a certificate about to expire).
+    pub fn execute(&self, sql: &str) {
+        self.with_conn(
+            |c| diesel::sql_query(sql).execute(c),
+            |c| diesel::sql_query(sql).execute(c),
+        )
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The single BIGINT column `n` of one row of `sql`.
+    pub fn scalar(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        self.with_conn(
+            |c| diesel::sql_query(sql).get_result::<N>(c),
+            |c| diesel::sql_query(sql).get_result::<N>(c),
+        )
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .n
+    }
 }
 
 impl Drop for TestDb {

@@ -166,10 +166,13 @@ impl Issuer<'_> {
         csr_required: bool,
         now: OffsetDateTime,
     ) -> Result<i64, IssueError> {
-        let node = store::nodes::get(c, &svc.name, node_id)?
+        let node = store::nodes::get_for_update(c, &svc.name, node_id)?
             .ok_or_else(|| IssueError::NodeGone(node_id.to_owned()))?;
         let version = node.desired_version + 1;
-        let metadata = "{}".to_owned();
+        // The metadata as of this version (serving merges it live, which matches until
+        // a metadata change bumps the version again).
+        let metadata = store::metadata::resolved(c, &svc.name, node_id, store::ms(now))?;
+        let metadata = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned());
         let trust = self.ca.bundle_pem();
         let hash = bundle_content_hash(&cert_pem, "", key_pem.as_deref(), trust, &metadata);
         let aad = format!("{}/{}/{}", svc.name, node_id, version);

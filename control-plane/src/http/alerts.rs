@@ -3,10 +3,9 @@
 
 use super::extract::Caller;
 use super::{ApiError, AppState};
-use crate::store::{self, schema::deliveries, schema::nodes, schema::services};
+use crate::store;
 use axum::Json;
 use axum::extract::{Query, State};
-use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -101,11 +100,15 @@ pub struct ServiceStatus {
     pub nodes: i64,
     /// Acknowledged the desired version and not stale.
     pub ok: i64,
-    /// Behind the desired version, within the grace period.
+    /// Behind the desired version and not stale (yet).
     pub pending: i64,
     /// With at least one firing alert.
     pub stale: i64,
+    /// Installed certificate expires within 24 hours (with hour-long certificates: all
+    /// nodes that hold one).
     pub expiring_24h: i64,
+    /// Installed certificate expires within the service's `alert_before`.
+    pub expiring_alert_before: i64,
     pub deliveries_last_hour: i64,
     pub firing_alerts: i64,
     /// `cert_ttl - renew_before`: how long the control plane may be away before
@@ -113,7 +116,22 @@ pub struct ServiceStatus {
     pub outage_budget_seconds: i64,
 }
 
-type Counts = Vec<(String, i64)>;
+impl From<store::status::ServiceCounts> for ServiceStatus {
+    fn from(c: store::status::ServiceCounts) -> Self {
+        Self {
+            service: c.service,
+            nodes: c.nodes,
+            ok: c.ok,
+            pending: c.pending,
+            stale: c.stale,
+            expiring_24h: c.expiring_24h,
+            expiring_alert_before: c.expiring_alert_before,
+            deliveries_last_hour: c.deliveries_last_hour,
+            firing_alerts: c.firing_alerts,
+            outage_budget_seconds: c.outage_budget_seconds,
+        }
+    }
+}
 
 /// `GET /v1/status`: the fleet and each visible service.
 pub async fn status(
@@ -133,76 +151,17 @@ pub async fn summary(
     visible: Option<Vec<String>>,
 ) -> Result<(ServiceStatus, Vec<ServiceStatus>), ApiError> {
     let now = store::now_ms();
-    let (svcs, totals, lagging, expiring, deliveries, stale_nodes, firing) = state
+    let counts = state
         .store
-        .read(move |c| {
-            let svcs: Vec<(String, i64, i64)> = store::on_backend!(c, c => services::table
-                .select((services::name, services::cert_ttl_seconds, services::renew_before_seconds))
-                .load(c))?;
-            let count_by = |c: &mut store::Conn<'_>, which: u8| -> QueryResult<Counts> {
-                use diesel::dsl::count_star;
-                store::on_backend!(c, c => match which {
-                    0 => nodes::table.group_by(nodes::service).select((nodes::service, count_star())).load(c),
-                    1 => nodes::table
-                        .filter(nodes::acked_version.lt(nodes::desired_version))
-                        .group_by(nodes::service)
-                        .select((nodes::service, count_star()))
-                        .load(c),
-                    2 => nodes::table
-                        .filter(nodes::cert_not_after.lt(now + 86_400_000))
-                        .group_by(nodes::service)
-                        .select((nodes::service, count_star()))
-                        .load(c),
-                    _ => deliveries::table
-                        .filter(deliveries::created_at.gt(now - 3_600_000))
-                        .group_by(deliveries::service)
-                        .select((deliveries::service, count_star()))
-                        .load(c),
-                })
-            };
-            let (t, l, e, d) = (count_by(c, 0)?, count_by(c, 1)?, count_by(c, 2)?, count_by(c, 3)?);
-            let firing = store::alerts::firing(c)?;
-            Ok((svcs, t, l, e, d, firing.iter().filter(|a| !a.node_id.is_empty()).map(|a| (a.service.clone(), a.node_id.clone())).collect::<std::collections::HashSet<_>>(), firing))
-        })
+        .read(move |c| store::status::counts(c, now))
         .await?;
-    // Index every count by service once: per-service lookups stay O(1) at 10k services.
-    use std::collections::HashMap;
-    let by_service = |v: Counts| -> HashMap<String, i64> { v.into_iter().collect() };
-    let (totals, lagging, expiring, deliveries) = (
-        by_service(totals),
-        by_service(lagging),
-        by_service(expiring),
-        by_service(deliveries),
-    );
-    let get = |m: &HashMap<String, i64>, s: &str| m.get(s).copied().unwrap_or(0);
-    let mut stale_per_service: HashMap<&str, i64> = HashMap::new();
-    for (svc, _) in &stale_nodes {
-        *stale_per_service.entry(svc.as_str()).or_default() += 1;
-    }
-    let mut firing_per_service: HashMap<&str, i64> = HashMap::new();
-    for a in &firing {
-        *firing_per_service.entry(a.service.as_str()).or_default() += 1;
-    }
-    let mut lines = Vec::new();
-    for (name, ttl, renew_before) in svcs {
-        if visible.as_ref().is_some_and(|v| !v.contains(&name)) {
-            continue;
-        }
-        let stale = stale_per_service.get(name.as_str()).copied().unwrap_or(0);
-        let nodes = get(&totals, &name);
-        let pending = (get(&lagging, &name) - stale).max(0);
-        lines.push(ServiceStatus {
-            nodes,
-            ok: (nodes - pending - stale).max(0),
-            pending,
-            stale,
-            expiring_24h: get(&expiring, &name),
-            deliveries_last_hour: get(&deliveries, &name),
-            firing_alerts: firing_per_service.get(name.as_str()).copied().unwrap_or(0),
-            outage_budget_seconds: ttl - renew_before,
-            service: name,
-        });
-    }
+    let visible: Option<std::collections::HashSet<String>> =
+        visible.map(|v| v.into_iter().collect());
+    let lines: Vec<ServiceStatus> = counts
+        .into_iter()
+        .filter(|s| visible.as_ref().is_none_or(|v| v.contains(&s.service)))
+        .map(ServiceStatus::from)
+        .collect();
     let fleet = lines.iter().fold(
         ServiceStatus {
             service: "*".into(),
@@ -214,6 +173,7 @@ pub async fn summary(
             f.pending += s.pending;
             f.stale += s.stale;
             f.expiring_24h += s.expiring_24h;
+            f.expiring_alert_before += s.expiring_alert_before;
             f.deliveries_last_hour += s.deliveries_last_hour;
             f.firing_alerts += s.firing_alerts;
             f

@@ -3,16 +3,15 @@
 
 use super::extract::{AgentIdentity, ApiJson};
 use super::{ApiError, AppState};
-use crate::delivery::Changes;
-use crate::store::{self, bundles::BundleRow, nodes::AckUpdate, services::ServiceRow};
+use crate::delivery::{Changes, Serve};
+use crate::store::{self, nodes::AckUpdate};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ferry_shared::KeyType;
 use ferry_shared::api::{
-    AckRequest, AckStatus, Bundle, BundleQuery, BundleResponse, CsrSubmission,
-    MAX_POLL_WAIT_SECONDS, headers,
+    AckRequest, AckStatus, BundleQuery, BundleResponse, CsrSubmission, MAX_POLL_WAIT_SECONDS,
+    headers,
 };
 use ferry_shared::hash::parse_fingerprint;
 use std::sync::atomic::Ordering;
@@ -39,34 +38,12 @@ fn jitter_ms(max: u64) -> u64 {
     u64::from_le_bytes(b) % max.max(1)
 }
 
-fn to_wire(state: &AppState, row: BundleRow, svc: Option<&ServiceRow>) -> Result<Bundle, ApiError> {
-    let private_key = match (&row.key_sealed, &row.key_id) {
-        (Some(sealed), Some(key_id)) => {
-            let aad = format!("{}/{}/{}", row.service, row.node_id, row.version);
-            let pem = state
-                .master
-                .open(sealed, aad.as_bytes(), key_id)
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            Some(String::from_utf8(pem).map_err(|e| ApiError::Internal(e.into()))?)
-        }
-        _ => None,
-    };
-    let metadata = serde_json::from_str(&row.metadata).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(Bundle {
-        version: row.version,
-        content_hash: row.content_hash,
-        certificate: row.cert_pem,
-        chain: row.chain_pem,
-        private_key,
-        trust_bundle: state.ca.bundle_pem().to_owned(),
-        metadata,
-        not_after: row.not_after.map(store::from_ms),
-        csr_required: row.csr_required,
-        csr_key_type: svc
-            .filter(|_| row.csr_required)
-            .and_then(|s| s.key_type.parse::<KeyType>().ok()),
-        alert_before_seconds: svc.map(|s| s.alert_before_seconds as u64),
-    })
+/// What serving needs from the state.
+pub fn serve(state: &AppState) -> Serve<'_> {
+    Serve {
+        master: &state.master,
+        trust_bundle: state.ca.bundle_pem(),
+    }
 }
 
 /// `GET /v1/agent/bundle?since=V&wait=S`: the bundle at once when the desired version
@@ -101,23 +78,21 @@ pub async fn bundle(
         let (s, n) = (svc.clone(), node.clone());
         let version = state
             .store
-            .read(move |c| store::bundles::version(c, &s, &n))
+            .read(move |c| store::nodes::desired_version(c, &s, &n))
             .await?;
         if version.is_some_and(|v| v > q.since) {
-            let (s, n) = (svc.clone(), node.clone());
+            let (s, n, st) = (svc.clone(), node.clone(), state.clone());
             let found = state
                 .store
-                .read(move |c| {
-                    let Some(b) = store::bundles::get(c, &s, &n)? else {
-                        return Ok(None);
-                    };
-                    let svc = store::services::get(c, &s, None)?;
-                    Ok(Some((b, svc)))
+                .snapshot(move |c| {
+                    serve(&st)
+                        .current(c, &s, &n, store::now_ms(), true)
+                        .map_err(|e| ApiError::Internal(e.into()))
                 })
                 .await?;
-            if let Some((row, svc)) = found {
+            if let Some(bundle) = found {
                 let body = BundleResponse {
-                    bundle: to_wire(&state, row, svc.as_ref())?,
+                    bundle,
                     server_time: OffsetDateTime::now_utc(),
                 };
                 let mut resp = Json(body).into_response();
@@ -170,6 +145,7 @@ pub async fn ack(
         now: store::now_ms(),
     };
     let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
+    let st = state.clone();
     state
         .store
         .write(move |c| {
@@ -181,9 +157,18 @@ pub async fn ack(
                     update.version, row.desired_version
                 )));
             }
+            // After a metadata change the hash is not cached: compute what is served now.
+            let expected = match row.desired_hash.clone() {
+                Some(h) => Some(h),
+                None if installed && update.version == row.desired_version => serve(&st)
+                    .current(c, &svc, &node, update.now, false)
+                    .map_err(|e| ApiError::Internal(e.into()))?
+                    .map(|b| b.content_hash),
+                None => None,
+            };
             if installed
                 && update.version == row.desired_version
-                && row.desired_hash.as_deref() != Some(&update.hash)
+                && expected.as_deref() != Some(&update.hash)
             {
                 return Err(ApiError::conflict(format!(
                     "content hash does not match version {}",

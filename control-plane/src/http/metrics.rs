@@ -218,5 +218,15 @@ pub async fn metrics(
         &[("state", "idle")],
         idle as f64,
     );
+    o.family(
+        "ferry_db_statements_total",
+        "counter",
+        "SQL statements this replica ran through its pool.",
+    );
+    o.sample(
+        "ferry_db_statements_total",
+        &[],
+        state.store.statements() as f64,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], o.0))
 }

@@ -7,11 +7,13 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod bundle_view;
 pub mod dashboard;
 pub mod deliveries;
 pub mod delivery;
 pub mod error;
 pub mod extract;
+pub mod metadata;
 pub mod metrics;
 pub mod nodes;
 pub mod router;

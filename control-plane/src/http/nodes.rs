@@ -67,7 +67,7 @@ pub async fn list(
     }))
 }
 
-async fn visible_node(
+pub(super) async fn visible_node(
     state: &AppState,
     caller: &Caller,
     svc: &str,
@@ -111,6 +111,7 @@ pub async fn delete(
         .store
         .write(move |c| {
             store::nodes::delete(c, &row.service, &row.node_id)?;
+            store::metadata::delete_node(c, &row.service, &row.node_id)?;
             store::deliveries::supersede_node(c, &row.service, &row.node_id, store::now_ms())?;
             audit::record(c, &entry).map_err(ApiError::from)
         })

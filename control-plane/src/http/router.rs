@@ -2,8 +2,8 @@
 
 use super::error::problem_response;
 use super::{
-    AppState, agent, alerts, deliveries, delivery, metrics, nodes, services, system, tenants,
-    webhook,
+    AppState, agent, alerts, bundle_view, deliveries, delivery, metadata, metrics, nodes, services,
+    system, tenants, webhook,
 };
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +41,27 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/services/{svc}/nodes/{node}/refresh",
             post(deliveries::refresh),
+        )
+        .route(
+            "/v1/services/{svc}/nodes/{node}/bundle",
+            get(bundle_view::get),
+        )
+        .route(
+            "/v1/services/{svc}/nodes/{node}/metadata",
+            get(metadata::node_list),
+        )
+        .route(
+            "/v1/services/{svc}/nodes/{node}/metadata/{key}",
+            get(metadata::node_get)
+                .put(metadata::node_put)
+                .delete(metadata::node_delete),
+        )
+        .route("/v1/services/{svc}/metadata", get(metadata::service_list))
+        .route(
+            "/v1/services/{svc}/metadata/{key}",
+            get(metadata::service_get)
+                .put(metadata::service_put)
+                .delete(metadata::service_delete),
         )
         .route("/v1/services/{svc}/rotate", post(deliveries::rotate))
         .route(

@@ -1,9 +1,11 @@
-//! Background jobs. Every replica runs them; they are safe together: the renewal
+//! Background jobs (renewal, rotation, staleness, webhooks, metadata expiry). Every
+//! replica runs them; they are safe together: the renewal
 //! scheduler splits due nodes with `FOR UPDATE SKIP LOCKED`, and the rotation driver
 //! runs on one replica at a time under a transaction-scoped advisory lock (so
 //! `max_in_flight` holds across replicas). All their state is in the database, so a
 //! restart resumes where the last run stopped.
 
+pub mod expiry;
 pub mod renewal;
 pub mod rotation;
 pub mod staleness;
@@ -23,6 +25,8 @@ pub struct JobSettings {
     pub staleness_tick: Duration,
     /// A service-wide alert fires when more than this share of its nodes is stale.
     pub stale_share: f64,
+    /// How often expired metadata is looked for (keys leave bundles within this).
+    pub expiry_tick: Duration,
 }
 
 impl Default for JobSettings {
@@ -33,6 +37,7 @@ impl Default for JobSettings {
             delivery_timeout: Duration::from_secs(600),
             staleness_tick: Duration::from_secs(5),
             stale_share: 0.1,
+            expiry_tick: Duration::from_millis(500),
         }
     }
 }
@@ -50,6 +55,11 @@ pub fn spawn(state: AppState, settings: JobSettings, shutdown: watch::Receiver<b
         shutdown.clone(),
     ));
     tokio::spawn(webhooks::run(state.clone(), shutdown.clone()));
+    tokio::spawn(expiry::run(
+        state.clone(),
+        settings.expiry_tick,
+        shutdown.clone(),
+    ));
     tokio::spawn(rotation::run(state, settings, shutdown));
 }
 

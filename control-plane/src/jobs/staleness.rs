@@ -101,7 +101,7 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
             }
             report.stale_nodes = stale_by_service.values().map(HashSet::len).sum();
             let names: Vec<String> = stale_by_service.keys().cloned().collect();
-            let totals: HashMap<String, i64> = store::nodes::counts_for_services(c, &names)?
+            let totals: HashMap<String, i64> = store::services::node_counts(c, &names)?
                 .into_iter()
                 .collect();
             for (svc, nodes) in &stale_by_service {

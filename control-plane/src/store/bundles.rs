@@ -25,11 +25,6 @@ pub fn get(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option
     on_backend!(c, c => bundles::table.find((service, node_id)).select(BundleRow::as_select()).first(c).optional())
 }
 
-/// Only the version: the long-poll's cheap check before it loads a whole bundle.
-pub fn version(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option<i64>> {
-    on_backend!(c, c => bundles::table.find((service, node_id)).select(bundles::version).first(c).optional())
-}
-
 /// Replaces the node's bundle (insert the first time).
 pub fn put(c: &mut Conn<'_>, row: &BundleRow) -> QueryResult<()> {
     let updated = on_backend!(c, c => diesel::update(bundles::table.find((&row.service, &row.node_id)))

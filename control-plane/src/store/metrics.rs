@@ -1,8 +1,8 @@
 //! Aggregate reads for `/metrics`: per service or per state, never per node.
 
-use super::schema::{alerts, deliveries, nodes};
+use super::schema::{alerts, deliveries};
 use super::{Conn, on_backend};
-use diesel::dsl::{count_star, min};
+use diesel::dsl::count_star;
 use diesel::prelude::*;
 
 /// Deliveries by state (all time).
@@ -15,9 +15,25 @@ pub fn alerts_by_state(c: &mut Conn<'_>) -> QueryResult<Vec<(String, i64)>> {
     on_backend!(c, c => alerts::table.group_by(alerts::state).select((alerts::state, count_star())).load(c))
 }
 
-/// The soonest installed-certificate expiry of each service (from acks).
+/// One service's soonest installed-certificate expiry.
+#[derive(QueryableByName)]
+struct Soonest {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    service: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    soonest: Option<i64>,
+}
+
+/// The soonest installed-certificate expiry of each service (from acks): one probe of
+/// the `nodes_service_expiry` index per service, not a scan of the fleet.
 pub fn soonest_expiry(c: &mut Conn<'_>) -> QueryResult<Vec<(String, Option<i64>)>> {
-    on_backend!(c, c => nodes::table.group_by(nodes::service).select((nodes::service, min(nodes::cert_not_after))).load(c))
+    let rows: Vec<Soonest> = on_backend!(c, c => diesel::sql_query(
+        "SELECT s.name AS service, \
+         (SELECT min(n.cert_not_after) FROM nodes n WHERE n.service = s.name) AS soonest \
+         FROM services s",
+    )
+    .load(c))?;
+    Ok(rows.into_iter().map(|r| (r.service, r.soonest)).collect())
 }
 
 /// Refresh-to-ack latencies (ms) of deliveries finished since `since`, at most `limit`.

@@ -15,19 +15,24 @@ pub mod ca;
 pub mod dashboard;
 pub mod deliveries;
 pub mod join_tokens;
+pub mod metadata;
 pub mod metrics;
 pub mod nodes;
 pub mod rotations;
 pub mod schema;
 pub mod services;
+pub mod status;
 pub mod tenants;
 pub mod tokens;
 
+use diesel::connection::InstrumentationEvent;
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -84,17 +89,42 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    statements: Arc<AtomicU64>,
 }
 
+/// Counts every statement a pooled connection starts (`ferry_db_statements_total`),
+/// and sets SQLite's pragmas.
 #[derive(Debug)]
-struct SqlitePragmas;
+struct Customizer {
+    statements: Arc<AtomicU64>,
+}
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+impl Customizer {
+    fn count<C: Connection>(&self, conn: &mut C) {
+        let n = self.statements.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { .. } = event {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for Customizer {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        self.count(conn);
+        Ok(())
+    }
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Customizer {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(
             "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
-        .map_err(diesel::r2d2::Error::QueryError)
+        .map_err(diesel::r2d2::Error::QueryError)?;
+        self.count(conn);
+        Ok(())
     }
 }
 
@@ -102,11 +132,18 @@ impl Store {
     /// Opens PostgreSQL at `url` (`postgres://...`), or the SQLite file at `sqlite_path`
     /// when no URL is given.
     pub fn open(url: Option<&str>, sqlite_path: &Path, pool_size: u32) -> Result<Self, StoreError> {
+        let statements = Arc::new(AtomicU64::new(0));
+        let customizer = || {
+            Box::new(Customizer {
+                statements: statements.clone(),
+            })
+        };
         let backend = match url {
             Some(url) => Backend::Pg(
                 Pool::builder()
                     .max_size(pool_size)
                     .connection_timeout(Duration::from_secs(10))
+                    .connection_customizer(customizer())
                     .build(ConnectionManager::new(url))?,
             ),
             None => {
@@ -121,12 +158,20 @@ impl Store {
                     Pool::builder()
                         .max_size(pool_size.min(4))
                         .connection_timeout(Duration::from_secs(10))
-                        .connection_customizer(Box::new(SqlitePragmas))
+                        .connection_customizer(customizer())
                         .build(ConnectionManager::new(sqlite_path.to_string_lossy()))?,
                 )
             }
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            statements,
+        })
+    }
+
+    /// Statements run through the pool since this replica started.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -206,6 +251,35 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Task)?
+    }
+
+    /// Runs reads that must agree with each other in one read-only snapshot
+    /// (`REPEATABLE READ` on PostgreSQL; a deferred transaction on SQLite).
+    pub async fn snapshot<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+        F: FnOnce(&mut Conn<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || -> Result<T, E> {
+            match backend {
+                Backend::Pg(pool) => {
+                    let mut pooled: PooledConnection<_> = pool.get().map_err(StoreError::from)?;
+                    pooled
+                        .build_transaction()
+                        .repeatable_read()
+                        .read_only()
+                        .run(|c| f(&mut Conn::Pg(c)))
+                }
+                Backend::Sqlite(pool) => {
+                    let mut pooled: PooledConnection<_> = pool.get().map_err(StoreError::from)?;
+                    pooled.transaction(|c| f(&mut Conn::Sqlite(c)))
+                }
+            }
+        })
+        .await
+        .map_err(|_| E::from(StoreError::Task))?
     }
 
     /// Runs `f` in one transaction (`BEGIN IMMEDIATE` on SQLite, so writers queue on

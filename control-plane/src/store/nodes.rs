@@ -57,6 +57,32 @@ pub fn get(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option
     on_backend!(c, c => nodes::table.find((service, node_id)).select(NodeRow::as_select()).first(c).optional())
 }
 
+/// Only the desired version: the long-poll's cheap check before it loads a bundle.
+pub fn desired_version(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option<i64>> {
+    on_backend!(c, c => nodes::table.find((service, node_id)).select(nodes::desired_version).first(c).optional())
+}
+
+/// The node row, locked until the transaction ends on PostgreSQL (SQLite's writers
+/// are serialized already): whoever computes the next desired version from it is not
+/// overtaken by a concurrent bump.
+pub fn get_for_update(
+    c: &mut Conn<'_>,
+    service: &str,
+    node_id: &str,
+) -> QueryResult<Option<NodeRow>> {
+    macro_rules! q {
+        () => {
+            nodes::table
+                .find((service, node_id))
+                .select(NodeRow::as_select())
+        };
+    }
+    match c {
+        Conn::Pg(c) => q!().for_update().first(*c).optional(),
+        Conn::Sqlite(c) => q!().first(*c).optional(),
+    }
+}
+
 pub fn list(
     c: &mut Conn<'_>,
     service: &str,
@@ -231,28 +257,6 @@ pub fn record_ack(
         return Ok(get(c, service, node_id)?.is_some());
     }
     Ok(true)
-}
-
-pub fn count_for_service(c: &mut Conn<'_>, service: &str) -> QueryResult<i64> {
-    on_backend!(c, c => nodes::table.filter(nodes::service.eq(service)).count().get_result(c))
-}
-
-/// Node counts of `services`, in a few grouped statements (chunks of 1,000 names).
-pub fn counts_for_services(
-    c: &mut Conn<'_>,
-    services: &[String],
-) -> QueryResult<Vec<(String, i64)>> {
-    use diesel::dsl::count_star;
-    let mut out = Vec::with_capacity(services.len());
-    for chunk in services.chunks(1000) {
-        let rows: Vec<(String, i64)> = on_backend!(c, c => nodes::table
-            .filter(nodes::service.eq_any(chunk))
-            .group_by(nodes::service)
-            .select((nodes::service, count_star()))
-            .load(c))?;
-        out.extend(rows);
-    }
-    Ok(out)
 }
 
 pub fn ids_for_service(c: &mut Conn<'_>, service: &str) -> QueryResult<Vec<String>> {

@@ -45,6 +45,7 @@ diesel::table! {
         webhook_url -> Nullable<Text>,
         webhook_secret_sealed -> Nullable<Binary>,
         webhook_key_id -> Nullable<Text>,
+        node_count -> BigInt,
     }
 }
 
@@ -57,6 +58,18 @@ diesel::table! {
         max_uses -> Integer,
         uses -> Integer,
         created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    metadata (service, node_id, key) {
+        service -> Text,
+        node_id -> Text,
+        key -> Text,
+        value -> Text,
+        source -> Nullable<Text>,
+        expires_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
     }
 }
 
@@ -183,5 +196,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     rotations,
     deliveries,
     alerts,
-    alert_events
+    alert_events,
+    metadata
 );

@@ -35,6 +35,9 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Rows of the services table; the rest are counted below it.
+const SERVICE_ROWS: usize = 200;
+
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
 header{display:flex;justify-content:space-between;align-items:center;padding:10px 24px;background:#1d2330;color:#fff}\
 header form{margin:0}main{padding:16px 24px;max-width:1200px}h1{font-size:18px;margin:0}\
@@ -141,12 +144,14 @@ fn summary(out: &mut String, v: &View) {
         if f.pending > 0 { "warn" } else { "" },
     );
     card(out, "fleet-stale", "stale", f.stale, alarm(f.stale));
+    // With hour-long certificates every node's expires within 24 h: informative only.
+    card(out, "fleet-expiring", "expiring 24 h", f.expiring_24h, "");
     card(
         out,
-        "fleet-expiring",
-        "expiring 24 h",
-        f.expiring_24h,
-        alarm(f.expiring_24h),
+        "fleet-expiring-alert",
+        "inside alert_before",
+        f.expiring_alert_before,
+        alarm(f.expiring_alert_before),
     );
     card(
         out,
@@ -167,9 +172,17 @@ fn summary(out: &mut String, v: &View) {
 
 fn services(out: &mut String, v: &View) {
     out.push_str(
-        r#"<h2>Services</h2><table id="services"><thead><tr><th>service</th><th>nodes</th><th>ok</th><th>pending</th><th>stale</th><th>expiring 24 h</th><th>firing alerts</th><th>outage budget</th></tr></thead><tbody>"#,
+        r#"<h2>Services</h2><table id="services"><thead><tr><th>service</th><th>nodes</th><th>ok</th><th>pending</th><th>stale</th><th>expiring 24 h</th><th>inside alert_before</th><th>firing alerts</th><th>outage budget</th></tr></thead><tbody>"#,
     );
-    for s in &v.services {
+    // Services that need attention first; a fleet of thousands shows its worst rows.
+    let mut ordered: Vec<&ServiceStatus> = v.services.iter().collect();
+    ordered.sort_by_key(|s| {
+        (
+            std::cmp::Reverse((s.stale, s.expiring_alert_before, s.pending, s.firing_alerts)),
+            s.service.as_str(),
+        )
+    });
+    for s in ordered.iter().take(SERVICE_ROWS) {
         let name = esc(&s.service);
         let _ = write!(out, r#"<tr data-service-row="{name}"><td>{name}</td>"#);
         for (field, n, class) in [
@@ -181,7 +194,12 @@ fn services(out: &mut String, v: &View) {
                 if s.pending > 0 { "warn" } else { "" },
             ),
             ("stale", s.stale, alarm(s.stale)),
-            ("expiring_24h", s.expiring_24h, alarm(s.expiring_24h)),
+            ("expiring_24h", s.expiring_24h, ""),
+            (
+                "expiring_alert_before",
+                s.expiring_alert_before,
+                alarm(s.expiring_alert_before),
+            ),
             ("firing_alerts", s.firing_alerts, alarm(s.firing_alerts)),
         ] {
             let _ = write!(
@@ -197,7 +215,18 @@ fn services(out: &mut String, v: &View) {
         );
     }
     if v.services.is_empty() {
-        out.push_str(r#"<tr><td colspan="8" class="empty">No services yet.</td></tr>"#);
+        out.push_str(r#"<tr><td colspan="9" class="empty">No services yet.</td></tr>"#);
+    }
+    if let Some(more) = v
+        .services
+        .len()
+        .checked_sub(SERVICE_ROWS)
+        .filter(|n| *n > 0)
+    {
+        let _ = write!(
+            out,
+            r#"<tr><td colspan="9" class="empty" id="services-more">{more} more services, none worse than the last row (see GET /v1/status).</td></tr>"#
+        );
     }
     out.push_str("</tbody></table>");
 }

@@ -1,0 +1,87 @@
+//! A node's bundle as it is served: the certificate and key issued last (the `bundles`
+//! row), the node's metadata merged live, at the node's desired version. The content
+//! hash is computed here from exactly what is served, so a metadata change only has to
+//! bump versions (one statement for a whole service) and never rewrites bundles.
+
+use crate::ca::sealing::{MasterKey, SealError};
+use crate::store::{self, Conn};
+use ferry_shared::KeyType;
+use ferry_shared::api::Bundle;
+use ferry_shared::hash::bundle_content_hash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CurrentError {
+    #[error(transparent)]
+    Store(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("the sealed key of {0} is not UTF-8")]
+    KeyNotUtf8(String),
+}
+
+/// What serving needs besides the database.
+#[derive(Clone, Copy)]
+pub struct Serve<'a> {
+    pub master: &'a MasterKey,
+    pub trust_bundle: &'a str,
+}
+
+impl Serve<'_> {
+    /// The node's bundle at its desired version (None: no bundle issued yet, or the node
+    /// is gone). `with_key: false` leaves the private key out of the answer (it is
+    /// still opened and hashed), for showing the bundle to customers.
+    pub fn current(
+        &self,
+        c: &mut Conn<'_>,
+        service: &str,
+        node_id: &str,
+        now_ms: i64,
+        with_key: bool,
+    ) -> Result<Option<Bundle>, CurrentError> {
+        let Some(node) = store::nodes::get(c, service, node_id)? else {
+            return Ok(None);
+        };
+        let Some(row) = store::bundles::get(c, service, node_id)? else {
+            return Ok(None);
+        };
+        let svc = store::services::get(c, service, None)?;
+        let metadata = store::metadata::resolved(c, service, node_id, now_ms)?;
+        let private_key = match (&row.key_sealed, &row.key_id) {
+            (Some(sealed), Some(key_id)) => {
+                // Sealed under the version it was issued at, which a later metadata
+                // bump does not change.
+                let aad = format!("{}/{}/{}", row.service, row.node_id, row.version);
+                let pem = self.master.open(sealed, aad.as_bytes(), key_id)?;
+                Some(
+                    String::from_utf8(pem)
+                        .map_err(|_| CurrentError::KeyNotUtf8(format!("{service}/{node_id}")))?,
+                )
+            }
+            _ => None,
+        };
+        let metadata_json = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".into());
+        let content_hash = bundle_content_hash(
+            &row.cert_pem,
+            &row.chain_pem,
+            private_key.as_deref(),
+            self.trust_bundle,
+            &metadata_json,
+        );
+        Ok(Some(Bundle {
+            version: node.desired_version.max(row.version),
+            content_hash,
+            certificate: row.cert_pem,
+            chain: row.chain_pem,
+            private_key: private_key.filter(|_| with_key),
+            trust_bundle: self.trust_bundle.to_owned(),
+            metadata,
+            not_after: row.not_after.map(store::from_ms),
+            csr_required: row.csr_required,
+            csr_key_type: svc
+                .as_ref()
+                .filter(|_| row.csr_required)
+                .and_then(|s| s.key_type.parse::<KeyType>().ok()),
+            alert_before_seconds: svc.as_ref().map(|s| s.alert_before_seconds as u64),
+        }))
+    }
+}

@@ -1,0 +1,10 @@
+DROP INDEX nodes_service_expiry;
+DROP INDEX deliveries_created;
+CREATE INDEX deliveries_created ON deliveries (created_at);
+DROP INDEX nodes_cert_not_after;
+CREATE INDEX nodes_cert_not_after ON nodes (cert_not_after);
+DROP INDEX nodes_lagging;
+CREATE INDEX nodes_lagging ON nodes (desired_at) WHERE acked_version < desired_version;
+DROP TRIGGER nodes_count_delete;
+DROP TRIGGER nodes_count_insert;
+ALTER TABLE services DROP COLUMN node_count;
