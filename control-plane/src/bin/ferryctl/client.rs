@@ -91,6 +91,10 @@ impl Api {
         self.json(Method::PATCH, path, &[], Some(body), &[]).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value, CliError> {
+        self.json(Method::PUT, path, &[], Some(body), &[]).await
+    }
+
     /// DELETE, expecting an empty 2xx.
     pub async fn delete(&self, path: &str) -> Result<(), CliError> {
         self.send(Method::DELETE, path, &[], None, &[], true)
@@ -100,7 +104,16 @@ impl Api {
 
     /// GET without the token, for public text such as the trust bundle.
     pub async fn get_public_text(&self, path: &str) -> Result<String, CliError> {
-        let (url, body) = self.send(Method::GET, path, &[], None, &[], false).await?;
+        self.text(path, false).await
+    }
+
+    /// GET with the token, for text that is not JSON (Prometheus metrics).
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        self.text(path, true).await
+    }
+
+    async fn text(&self, path: &str, auth: bool) -> Result<String, CliError> {
+        let (url, body) = self.send(Method::GET, path, &[], None, &[], auth).await?;
         String::from_utf8(body).map_err(|_| CliError::BadResponse {
             url: url.to_string(),
             detail: "body is not UTF-8 text".to_owned(),

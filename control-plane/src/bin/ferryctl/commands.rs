@@ -2,12 +2,12 @@
 //! server's JSON (`--json`) and the human view. Output is returned, not printed.
 
 use crate::args::{
-    Cli, Command, DeliveryCmd, DeliveryCommand, JoinTokenCmd, NodeCmd, RotationCmd, ServiceCmd,
-    SettingsArgs, TenantCmd, TokenCmd,
+    Cli, Command, DeliveryCmd, DeliveryCommand, JoinTokenCmd, NodeCmd, OpsCommand, RotationCmd,
+    ServiceCmd, SettingsArgs, TenantCmd, TokenCmd,
 };
 use crate::client::{Api, Listing};
 use crate::error::CliError;
-use crate::{delivery, views};
+use crate::{delivery, ops, views};
 use ferry_shared::api::{
     ApiTokenCreated, AuditEntry, CreateApiTokenRequest, CreateJoinTokenRequest,
     CreateServiceRequest, CreateTenantRequest, JoinTokenCreated, Node, Service, Tenant, routes,
@@ -43,6 +43,10 @@ impl Output {
 }
 
 pub async fn run(cli: &Cli, token: Option<&str>) -> Result<Output, CliError> {
+    // Completions describe this binary, not a server: no CA or connection needed.
+    if let Command::Ops(OpsCommand::Completions { shell }) = &cli.command {
+        return Ok(ops::completions(*shell));
+    }
     let api = Api::connect(&cli.global, token).await?;
     let json = cli.global.json;
     match &cli.command {
@@ -117,6 +121,7 @@ pub async fn run(cli: &Cli, token: Option<&str>) -> Result<Output, CliError> {
         Command::TrustBundle => Ok(Output::text(
             api.get_public_text(routes::TRUST_BUNDLE).await?,
         )),
+        Command::Ops(cmd) => ops::run(&api, cmd, json).await,
     }
 }
 
@@ -248,7 +253,7 @@ pub fn shown(
 }
 
 /// For 204 answers: nothing on stdout with `--json` (there is no JSON), a line otherwise.
-fn done(json: bool, line: String) -> Output {
+pub fn done(json: bool, line: String) -> Output {
     Output::text(if json { String::new() } else { line })
 }
 

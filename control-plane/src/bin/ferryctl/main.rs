@@ -12,11 +12,14 @@ mod client;
 mod commands;
 mod delivery;
 mod error;
+mod fleet;
+mod ops;
 mod output;
 mod progress;
 mod trust;
 mod views;
 mod watch;
+mod webhook;
 
 use args::{Cli, GlobalOpts};
 use clap::parser::ValueSource;
