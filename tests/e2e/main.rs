@@ -10,6 +10,7 @@ mod delivery;
 mod identity;
 mod metadata;
 mod metrics;
+mod monitoring;
 mod rotation;
 mod staleness;
 mod status;
