@@ -77,6 +77,9 @@ pub struct SettingsArgs {
     /// Where delivered bundles are installed.
     #[arg(long, value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
+    /// Keep this path as a symlink to the installed per-key metadata files.
+    #[arg(long, value_name = "DIR")]
+    pub metadata_dir: Option<PathBuf>,
     /// Command run (sh -c) after a bundle is installed.
     #[arg(long, value_name = "CMD")]
     pub reload_command: Option<String>,
@@ -129,6 +132,7 @@ impl SettingsArgs {
             reload_command: self.reload_command,
             reload_timeout_seconds: self.reload_timeout_seconds,
             key_type: self.key_type,
+            metadata_dir: self.metadata_dir,
             target: Vec::new(),
         }
     }

@@ -129,6 +129,9 @@ pub struct AgentConfig {
     pub reload_timeout: Duration,
     /// Extra copies of installed files, written atomically after each install.
     pub targets: Vec<Target>,
+    /// A path kept as a symlink to `<install_dir>/current/metadata`: one file per
+    /// metadata key, switched atomically with every install.
+    pub metadata_dir: Option<PathBuf>,
     /// How long the server may hold a bundle long-poll (at most 55 s). Not a file setting.
     pub poll_wait: Duration,
     /// Algorithm of the identity key generated on this node.
@@ -150,6 +153,7 @@ impl AgentConfig {
             reload_command: None,
             reload_timeout: DEFAULT_RELOAD_TIMEOUT,
             targets: Vec::new(),
+            metadata_dir: None,
             poll_wait: Duration::from_secs(ferry_shared::api::MAX_POLL_WAIT_SECONDS),
             key_type: KeyType::EcdsaP256,
             retry: RetryPolicy::default(),
@@ -206,6 +210,8 @@ pub struct RawConfig {
     /// Seconds before the reload command is killed (default 30).
     pub reload_timeout_seconds: Option<u64>,
     pub key_type: Option<String>,
+    /// Kept as a symlink to the installed version's per-key metadata files.
+    pub metadata_dir: Option<PathBuf>,
     /// `[[target]]` tables (file only; no flag sets them).
     #[serde(default)]
     pub target: Vec<RawTarget>,
@@ -260,6 +266,7 @@ impl RawConfig {
             reload_command: over.reload_command.or(self.reload_command),
             reload_timeout_seconds: over.reload_timeout_seconds.or(self.reload_timeout_seconds),
             key_type: over.key_type.or(self.key_type),
+            metadata_dir: over.metadata_dir.or(self.metadata_dir),
             target: if over.target.is_empty() {
                 self.target
             } else {
@@ -332,6 +339,13 @@ impl RawConfig {
             });
         }
 
+        if self.metadata_dir.is_some() && self.install_dir.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "metadata_dir",
+                reason: "it links to installed metadata: set install_dir too".to_owned(),
+            });
+        }
+
         Ok(AgentConfig {
             server,
             service,
@@ -343,6 +357,7 @@ impl RawConfig {
             reload_command,
             reload_timeout,
             targets,
+            metadata_dir: self.metadata_dir,
             poll_wait: Duration::from_secs(ferry_shared::api::MAX_POLL_WAIT_SECONDS),
             key_type,
             retry: RetryPolicy::default(),

@@ -211,6 +211,34 @@ fn write_version_dir(dir: &Path, files: &BundleFiles) -> Result<(), InstallError
     sync_dir(dir)
 }
 
+/// Keeps `link` a symlink to `<install_dir>/current/metadata`, so the per-key files
+/// seen through it switch atomically with `current`. Replaces a symlink pointing
+/// elsewhere (temp link + rename); refuses to replace anything that is not a symlink.
+pub fn link_metadata_dir(install_dir: &Path, link: &Path) -> Result<(), InstallError> {
+    let target = install_dir.join(CURRENT).join(METADATA_DIR);
+    match fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            if fs::read_link(link).is_ok_and(|t| t == target) {
+                return Ok(());
+            }
+        }
+        Ok(_) => {
+            return Err(io_err(
+                "replace (it is not a symlink)",
+                link,
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("inspect", link, e)),
+    }
+    let (parent, tmp) = target_tmp(link);
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp).map_err(|e| io_err("symlink", &tmp, e))?;
+    rename(&tmp, link)?;
+    sync_dir(&parent)
+}
+
 /// Writes every target from the version directory `from`: each through a temp file in
 /// the target's own directory, renamed over the target.
 pub fn write_targets(from: &Path, targets: &[Target]) -> Result<(), InstallError> {

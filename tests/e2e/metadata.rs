@@ -35,7 +35,15 @@ async fn service_values_reach_every_node_and_a_node_value_overrides() {
     let cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
     cp.create_service("web", json!({})).await;
     let (token, _) = cp.join_token("web", 2, 600).await;
-    let canary = spawn_agent(&cp, "web", "canary", &token, quick).await;
+    // The canary also keeps a fixed path linked to its per-key metadata files.
+    let links = tempfile::tempdir().expect("tempdir");
+    let meta_link = links.path().join("web-meta");
+    let link = meta_link.clone();
+    let canary = spawn_agent(&cp, "web", "canary", &token, move |cfg| {
+        quick(cfg);
+        cfg.metadata_dir = Some(link);
+    })
+    .await;
     let plain = spawn_agent(&cp, "web", "plain", &token, quick).await;
     installed_where(&canary, "canary installed", |_| true).await;
     installed_where(&plain, "plain installed", |_| true).await;
@@ -96,6 +104,13 @@ async fn service_values_reach_every_node_and_a_node_value_overrides() {
         "the bundle view never shows a private key"
     );
 
+    let read_link = |key: &str| std::fs::read_to_string(meta_link.join(key)).ok();
+    assert_eq!(
+        read_link("env").as_deref(),
+        Some("canary"),
+        "metadata_dir shows the installed files"
+    );
+
     // Deleting the override falls back to the service value.
     let r = cp
         .admin()
@@ -106,6 +121,7 @@ async fn service_values_reach_every_node_and_a_node_value_overrides() {
         m.get("env") == Some(&json!("prod"))
     })
     .await;
+    assert_eq!(read_link("env").as_deref(), Some("prod"));
     let listed = cp.admin().get("/v1/services/web/metadata").await.body;
     let keys: Vec<&str> = listed["items"]
         .as_array()

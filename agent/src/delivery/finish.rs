@@ -11,7 +11,7 @@ use crate::bundle::Verified;
 use crate::config::TargetFile;
 use crate::hooks::{HookContext, run_reload};
 use crate::identity::CertInfo;
-use crate::install::{InstallDir, VERSIONS, write_targets};
+use crate::install::{InstallDir, VERSIONS, link_metadata_dir, write_targets};
 use crate::sync::retry::{Retry, decide_request};
 use crate::sync::{Session, chain};
 use ferry_shared::api::{AckRequest, AckStatus};
@@ -123,6 +123,13 @@ impl Delivery<'_> {
 
     async fn apply(&self, installed: &InstalledVersion) -> Outcome {
         let version_dir = self.dir.path().join(VERSIONS).join(&installed.dir);
+        if let Some(link) = &self.cfg.metadata_dir
+            && let Err(err) = link_metadata_dir(self.dir.path(), link)
+        {
+            let msg = format!("could not link the metadata directory: {}", chain(&err));
+            error!(version = installed.version, error = %msg, "metadata_dir not linked");
+            return failed(msg);
+        }
         if let Err(err) = write_targets(&version_dir, &self.cfg.targets) {
             let msg = format!("could not write the targets: {}", chain(&err));
             error!(version = installed.version, error = %msg, "targets not updated");
