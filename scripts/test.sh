@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Ferry has, on a fresh machine of this kind or a developer's:
 # installs what is missing (libpq, PostgreSQL server, openssl), starts a throwaway
-# PostgreSQL cluster (as the unprivileged `postgres` user when run as root), then runs
+# PostgreSQL cluster (as the unprivileged `postgres` user when run as root) and an
+# S3-compatible server (moto, from PyPI), then runs
 # formatting and lint checks and the whole workspace's tests. Stops the cluster on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ fi
 
 # A throwaway cluster on a free loopback port, stopped on exit.
 source scripts/pg.sh
+# An S3-compatible server (moto) for the inventory and imported-certificate tests.
+source scripts/s3.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

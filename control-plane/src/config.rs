@@ -69,6 +69,19 @@ pub struct Config {
     pub jobs: crate::jobs::JobSettings,
     /// How often at most a node's `last_seen` is written from its polls.
     pub seen_granularity: Duration,
+    /// Where `s3://` URLs (inventories, imported certificates) are read from.
+    pub s3: S3Settings,
+}
+
+/// S3 access: AWS's standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`) and `FERRY_S3_ENDPOINT` for S3-compatible stores (MinIO, Ceph, ...).
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// `None`: AWS itself.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
 }
 
 impl Config {
@@ -89,6 +102,7 @@ impl Config {
             log_json: false,
             jobs: crate::jobs::JobSettings::default(),
             seen_granularity: Duration::from_secs(30),
+            s3: S3Settings::default(),
         }
     }
 
@@ -160,6 +174,20 @@ impl Config {
             cfg.identity_ttl = Duration::from_secs(secs);
         }
         cfg.master_key = env("FERRY_MASTER_KEY").map(Secret);
+        cfg.s3 = S3Settings {
+            endpoint: env("FERRY_S3_ENDPOINT"),
+            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            access_key_id: env("AWS_ACCESS_KEY_ID").map(Secret),
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY").map(Secret),
+        };
+        if let Some(e) = &cfg.s3.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "FERRY_S3_ENDPOINT",
+                message: "must be an http:// or https:// URL".into(),
+            });
+        }
         if let Some(path) = file.master_key_file {
             cfg.master_key_file = path;
         }

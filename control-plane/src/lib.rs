@@ -11,5 +11,6 @@ pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod jobs;
+pub mod objects;
 pub mod startup;
 pub mod store;

@@ -69,6 +69,7 @@ impl App {
             jobs: Arc::new(JobWakers::default()),
             stats: Arc::new(Stats::default()),
             seen_granularity: cfg.seen_granularity,
+            objects: crate::objects::Objects::new(cfg.s3.clone()),
         };
         Ok(Self {
             addr,
@@ -103,6 +104,13 @@ impl App {
     /// PEM of the CA certificates clients should trust.
     pub fn trust_bundle_pem(&self) -> String {
         self.state.ca.bundle_pem().to_owned()
+    }
+
+    /// The router this app serves, for in-process requests in unit tests (no TLS, so
+    /// no client certificate: agent routes answer 401).
+    #[cfg(test)]
+    pub(crate) fn router(&self) -> axum::Router {
+        router(self.state.clone())
     }
 
     /// Serves until `shutdown` turns true.

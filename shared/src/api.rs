@@ -56,18 +56,21 @@ pub mod routes {
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// One page of a list; pass `next_cursor` back as `?cursor=` for the next page.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
     pub name: TenantName,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tenant {
     pub name: TenantName,
@@ -75,6 +78,7 @@ pub struct Tenant {
     pub created_at: OffsetDateTime,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiTokenRequest {
@@ -84,6 +88,7 @@ pub struct CreateApiTokenRequest {
 }
 
 /// A new API token. The secret is shown once and stored only as a hash.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiTokenCreated {
     pub id: String,
@@ -92,6 +97,7 @@ pub struct ApiTokenCreated {
 }
 
 /// Service settings a customer chooses; every field but `name` has a default.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSettings {
@@ -115,6 +121,7 @@ pub struct ServiceSettings {
     pub san_template: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServiceRequest {
@@ -127,6 +134,7 @@ pub struct CreateServiceRequest {
     pub settings: ServiceSettings,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: ServiceName,
@@ -145,6 +153,7 @@ pub struct Service {
     pub updated_at: OffsetDateTime,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinTokenRequest {
@@ -158,6 +167,7 @@ pub struct CreateJoinTokenRequest {
 
 /// A new join token. The secret is shown once; `ca_fingerprint` pins the CA for
 /// `ferry-agent enroll --ca-fingerprint`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinTokenCreated {
     pub token: String,
@@ -167,6 +177,7 @@ pub struct JoinTokenCreated {
     pub max_uses: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     pub service: ServiceName,
@@ -199,6 +210,7 @@ pub struct Node {
     pub agent_version: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
@@ -213,6 +225,7 @@ pub struct AuditEntry {
 }
 
 /// `POST /v1/agent/enroll`: the one agent call made without a client certificate.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
@@ -224,6 +237,7 @@ pub struct EnrollRequest {
 }
 
 /// `POST /v1/agent/renew` over mTLS: a fresh CSR for the caller's own identity.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
@@ -231,6 +245,7 @@ pub struct RenewRequest {
 }
 
 /// An identity certificate issued by enroll or renew.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityIssued {
     pub spiffe_id: String,
@@ -246,6 +261,7 @@ pub struct IdentityIssued {
 }
 
 /// `GET /v1/agent/whoami`: who the server thinks the client certificate belongs to.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub spiffe_id: String,
@@ -267,6 +283,11 @@ pub mod headers {
 pub const MAX_POLL_WAIT_SECONDS: u64 = 55;
 
 /// `GET /v1/agent/bundle?since=V&wait=S`.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleQuery {
@@ -281,6 +302,7 @@ pub struct BundleQuery {
 /// Everything a node installs, at one version. `content_hash` covers every field the
 /// node writes to disk (see [`crate::hash::bundle_content_hash`]). `Debug` never shows
 /// the private key.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bundle {
     pub version: i64,
@@ -327,6 +349,7 @@ impl std::fmt::Debug for Bundle {
 }
 
 /// 200 answer of the long-poll.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BundleResponse {
     pub bundle: Bundle,
@@ -335,6 +358,7 @@ pub struct BundleResponse {
 }
 
 /// Outcome of an install, as acknowledged.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckStatus {
@@ -345,6 +369,7 @@ pub enum AckStatus {
 }
 
 /// `POST /v1/agent/ack`. Persisted before the 2xx; duplicates are harmless.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
@@ -365,6 +390,7 @@ pub struct AckRequest {
 }
 
 /// `POST /v1/agent/csr` (node-key mode): a CSR for the key the node just generated.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsrSubmission {
@@ -372,11 +398,13 @@ pub struct CsrSubmission {
 }
 
 /// `POST /v1/services/{svc}/nodes/{node}/refresh` -> 202.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefreshAccepted {
     pub delivery_id: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryState {
@@ -387,6 +415,7 @@ pub enum DeliveryState {
 }
 
 /// `GET /v1/deliveries/{id}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub delivery_id: String,
@@ -406,6 +435,7 @@ pub struct Delivery {
 }
 
 /// `POST /v1/services/{svc}/rotate`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
@@ -415,6 +445,7 @@ pub struct RotateRequest {
 }
 
 /// A service-wide rotation and its progress.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rotation {
     pub rotation_id: String,

@@ -7,6 +7,7 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// An RFC 7807 problem document. `type` is a stable, machine-readable slug under
 /// `https://ferry.dev/problems/`; `detail` is for humans.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     #[serde(rename = "type")]

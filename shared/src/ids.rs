@@ -211,9 +211,10 @@ str_enum!(
     KeyType, "key type", { EcdsaP256 => "ecdsa-p256", Ed25519 => "ed25519", Rsa2048 => "rsa-2048" }
 );
 str_enum!(
-    /// Who generates the delivered certificate's key: the control plane (`central`) or
-    /// the node (`node-key`, by CSR; the key never leaves the node).
-    KeyMode, "key mode", { Central => "central", NodeKey => "node-key" }
+    /// Who generates the delivered certificate's key: the control plane (`central`),
+    /// the node (`node-key`, by CSR; the key never leaves the node), or nobody: the
+    /// customer imports certificate and key (`imported`, by API or from S3).
+    KeyMode, "key mode", { Central => "central", NodeKey => "node-key", Imported => "imported" }
 );
 
 #[cfg(test)]

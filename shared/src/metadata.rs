@@ -34,6 +34,7 @@ pub fn check_metadata_key(key: &str) -> Result<(), &'static str> {
 
 /// `PUT .../metadata/{key}`: a JSON value, optionally expiring at a time or after a
 /// number of seconds (not both).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutMetadataRequest {
@@ -45,6 +46,7 @@ pub struct PutMetadataRequest {
 }
 
 /// One stored value, at the level it was set (service-wide or one node).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetadataEntry {
     pub key: String,
@@ -60,6 +62,7 @@ pub struct MetadataEntry {
 
 /// `GET /v1/services/{svc}/nodes/{node}/bundle`: what the node should have next to
 /// what it acknowledged. Never carries a private key.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeBundleView {
     pub service: String,
@@ -74,6 +77,7 @@ pub struct NodeBundleView {
 }
 
 /// The desired side of [`NodeBundleView`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DesiredBundle {
     pub version: i64,
@@ -85,6 +89,7 @@ pub struct DesiredBundle {
 }
 
 /// What a customer wants to know about a delivered certificate.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CertificateDetails {
     pub serial: String,

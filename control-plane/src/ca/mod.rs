@@ -5,6 +5,7 @@
 //! identity certificates are signed from CSRs whose key never leaves the node
 //! ([`issue`]); the control plane's own server certificate is issued here too.
 
+pub mod import;
 pub mod issue;
 pub mod leaf;
 pub mod sealing;

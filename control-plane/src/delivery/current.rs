@@ -19,6 +19,37 @@ pub enum CurrentError {
     KeyNotUtf8(String),
 }
 
+/// The chain and trust bundle a node gets: an imported chain ends with the customer's
+/// self-signed root, which is served as a trust anchor next to Ferry's CA (so the agent
+/// can verify the chain) rather than as part of the chain. Issuing and serving both
+/// use this, so the content hash they compute agrees.
+pub fn chain_and_trust(chain_pem: &str, ferry_trust: &str) -> (String, String) {
+    const END: &str = "-----END CERTIFICATE-----";
+    let Some(start) = chain_pem.rfind("-----BEGIN CERTIFICATE-----") else {
+        return (chain_pem.to_owned(), ferry_trust.to_owned());
+    };
+    let last = &chain_pem[start..];
+    let self_signed = x509_parser::pem::parse_x509_pem(last.as_bytes())
+        .ok()
+        .and_then(|(_, pem)| {
+            use x509_parser::prelude::FromDer;
+            let (_, cert) = x509_parser::prelude::X509Certificate::from_der(&pem.contents).ok()?;
+            Some(cert.subject() == cert.issuer() && cert.verify_signature(None).is_ok())
+        })
+        .unwrap_or(false);
+    if !self_signed {
+        return (chain_pem.to_owned(), ferry_trust.to_owned());
+    }
+    let root = match last.find(END) {
+        Some(i) => format!("{}\n", &last[..i + END.len()]),
+        None => last.to_owned(),
+    };
+    (
+        chain_pem[..start].to_owned(),
+        format!("{ferry_trust}{root}"),
+    )
+}
+
 /// What serving needs besides the database.
 #[derive(Clone, Copy)]
 pub struct Serve<'a> {
@@ -60,20 +91,21 @@ impl Serve<'_> {
             _ => None,
         };
         let metadata_json = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".into());
+        let (chain, trust_bundle) = chain_and_trust(&row.chain_pem, self.trust_bundle);
         let content_hash = bundle_content_hash(
             &row.cert_pem,
-            &row.chain_pem,
+            &chain,
             private_key.as_deref(),
-            self.trust_bundle,
+            &trust_bundle,
             &metadata_json,
         );
         Ok(Some(Bundle {
             version: node.desired_version.max(row.version),
             content_hash,
             certificate: row.cert_pem,
-            chain: row.chain_pem,
+            chain,
             private_key: private_key.filter(|_| with_key),
-            trust_bundle: self.trust_bundle.to_owned(),
+            trust_bundle,
             metadata,
             not_after: row.not_after.map(store::from_ms),
             csr_required: row.csr_required,

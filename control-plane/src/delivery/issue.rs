@@ -24,6 +24,8 @@ pub enum IssueError {
     NodeGone(String),
     #[error("stored service {0} is invalid: {1}")]
     BadService(String, String),
+    #[error("certificates of service {0} are imported: import a new one to change them")]
+    Imported(String),
 }
 
 /// What issuing needs besides the database.
@@ -92,6 +94,7 @@ impl Issuer<'_> {
                     svc,
                     node_id,
                     cert.pem,
+                    "",
                     Some(key.serialize_pem()),
                     Some(cert.not_after),
                     false,
@@ -104,9 +107,37 @@ impl Issuer<'_> {
                 let (pem, not_after) = current
                     .map(|b| (b.cert_pem, b.not_after.map(store::from_ms)))
                     .unwrap_or_default();
-                self.store(c, svc, node_id, pem, None, not_after, true, now)
+                self.store(c, svc, node_id, pem, "", None, not_after, true, now)
             }
+            KeyMode::Imported => Err(IssueError::Imported(svc.name.clone())),
         }
+    }
+
+    /// `imported` mode: a customer's certificate (leaf), its chain and key, already
+    /// validated, become the node's next bundle. Returns the new version.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import(
+        &self,
+        c: &mut Conn<'_>,
+        svc: &ServiceRow,
+        node_id: &str,
+        leaf_pem: String,
+        chain_pem: &str,
+        key_pem: String,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<i64, IssueError> {
+        self.store(
+            c,
+            svc,
+            node_id,
+            leaf_pem,
+            chain_pem,
+            Some(key_pem),
+            Some(not_after),
+            false,
+            now,
+        )
     }
 
     /// node-key mode: signs the node's CSR into its next bundle.
@@ -130,6 +161,7 @@ impl Issuer<'_> {
             svc,
             node_id,
             cert.pem,
+            "",
             None,
             Some(cert.not_after),
             false,
@@ -161,6 +193,7 @@ impl Issuer<'_> {
         svc: &ServiceRow,
         node_id: &str,
         cert_pem: String,
+        chain_pem: &str,
         key_pem: Option<String>,
         not_after: Option<OffsetDateTime>,
         csr_required: bool,
@@ -174,13 +207,15 @@ impl Issuer<'_> {
         let metadata = store::metadata::resolved(c, &svc.name, node_id, store::ms(now))?;
         let metadata = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned());
         let trust = self.ca.bundle_pem();
-        let hash = bundle_content_hash(&cert_pem, "", key_pem.as_deref(), trust, &metadata);
+        let (chain, trust) = super::current::chain_and_trust(chain_pem, trust);
+        let hash = bundle_content_hash(&cert_pem, &chain, key_pem.as_deref(), &trust, &metadata);
         let aad = format!("{}/{}/{}", svc.name, node_id, version);
         let key_sealed = key_pem
             .map(|k| self.master.seal(k.as_bytes(), aad.as_bytes()))
             .transpose()?;
         let now_ms = store::ms(now);
-        let next = (!csr_required).then(|| {
+        let imported = svc.key_mode == KeyMode::Imported.to_string();
+        let next = (!csr_required && !imported).then(|| {
             renew_at(
                 now_ms,
                 svc.cert_ttl_seconds,
@@ -198,7 +233,7 @@ impl Issuer<'_> {
                 version,
                 content_hash: hash.clone(),
                 cert_pem,
-                chain_pem: String::new(),
+                chain_pem: chain_pem.to_owned(),
                 key_id: key_sealed.as_ref().map(|_| self.master.id().to_owned()),
                 key_sealed,
                 not_after: not_after.map(store::ms),

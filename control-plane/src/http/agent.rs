@@ -2,6 +2,7 @@
 //! certificate), identity renewal over mTLS, and `whoami`.
 
 use super::extract::{AgentIdentity, ApiJson};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::ca::IssuedCert;
 use crate::store::{self, audit::NewAudit, nodes::NodeRow, services::ServiceRow};
@@ -49,6 +50,22 @@ fn issue_identity(
 /// `POST /v1/agent/enroll`. Checks, in order, the join token, the service and the CSR,
 /// and only then spends one use of the token, all in one transaction: a refused
 /// enrollment changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/enroll",
+    tag = "agent",
+    operation_id = "enroll",
+    summary = "Enroll a node with a join token (the one agent call without a client certificate).",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, description = "The node's identity certificate.", body = IdentityIssued),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+)]
 pub async fn enroll(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,
@@ -154,6 +171,23 @@ pub async fn enroll(
 }
 
 /// `POST /v1/agent/renew`: a new identity certificate for the caller's own identity.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/renew",
+    tag = "agent",
+    operation_id = "renewIdentity",
+    summary = "Renew the caller's identity certificate from a fresh CSR.",
+    request_body = RenewRequest,
+    responses(
+        (status = 200, description = "The new identity certificate.", body = IdentityIssued),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("mutual_tls" = [])),
+)]
 pub async fn renew(
     State(state): State<AppState>,
     who: AgentIdentity,
@@ -188,6 +222,19 @@ pub async fn renew(
 }
 
 /// `GET /v1/agent/whoami`.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/whoami",
+    tag = "agent",
+    operation_id = "whoami",
+    summary = "Who the server thinks the client certificate belongs to.",
+    responses(
+        (status = 200, description = "The caller's identity.", body = WhoAmI),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+    ),
+    security(("mutual_tls" = [])),
+)]
 pub async fn whoami(who: AgentIdentity) -> Json<WhoAmI> {
     Json(WhoAmI {
         spiffe_id: who.id.to_string(),

@@ -2,21 +2,26 @@
 //! (`GET /v1/status`), scoped to the caller's tenant.
 
 use super::extract::Caller;
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
+    /// Only this service's alerts.
     pub service: Option<String>,
+    /// `firing` or `resolved`.
     pub state: Option<String>,
+    /// At most this many, 1..=1000 (default 100).
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     pub id: String,
     pub service: String,
@@ -47,6 +52,21 @@ async fn scope(state: &AppState, caller: &Caller) -> Result<Option<Vec<String>>,
 }
 
 /// `GET /v1/alerts?service=&state=firing|resolved&limit=`.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "alerts",
+    operation_id = "listAlerts",
+    summary = "Alerts of the services the caller can see.",
+    params(AlertQuery),
+    responses(
+        (status = 200, description = "Alerts, newest first.", body = doc::AlertList),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,7 +114,7 @@ pub async fn list(
 }
 
 /// One service's line of the status summary.
-#[derive(Debug, Default, Serialize, Clone)]
+#[derive(Debug, Default, Serialize, Clone, utoipa::ToSchema)]
 pub struct ServiceStatus {
     pub service: String,
     pub nodes: i64,
@@ -102,8 +122,10 @@ pub struct ServiceStatus {
     pub ok: i64,
     /// Behind the desired version and not stale (yet).
     pub pending: i64,
-    /// With at least one firing alert.
+    /// With at least one firing staleness alert.
     pub stale: i64,
+    /// Listed in the service's inventory but never enrolled.
+    pub never_enrolled: i64,
     /// Installed certificate expires within 24 hours (with hour-long certificates: all
     /// nodes that hold one).
     pub expiring_24h: i64,
@@ -124,6 +146,7 @@ impl From<store::status::ServiceCounts> for ServiceStatus {
             ok: c.ok,
             pending: c.pending,
             stale: c.stale,
+            never_enrolled: c.never_enrolled,
             expiring_24h: c.expiring_24h,
             expiring_alert_before: c.expiring_alert_before,
             deliveries_last_hour: c.deliveries_last_hour,
@@ -134,6 +157,18 @@ impl From<store::status::ServiceCounts> for ServiceStatus {
 }
 
 /// `GET /v1/status`: the fleet and each visible service.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "alerts",
+    operation_id = "getStatus",
+    summary = "The fleet and each visible service at a glance.",
+    responses(
+        (status = 200, description = "The status summary.", body = doc::StatusSummary),
+        (status = 401, response = doc::Unauthorized),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
@@ -172,6 +207,7 @@ pub async fn summary(
             f.ok += s.ok;
             f.pending += s.pending;
             f.stale += s.stale;
+            f.never_enrolled += s.never_enrolled;
             f.expiring_24h += s.expiring_24h;
             f.expiring_alert_before += s.expiring_alert_before;
             f.deliveries_last_hour += s.deliveries_last_hour;

@@ -6,6 +6,7 @@
 use super::delivery::serve;
 use super::extract::Caller;
 use super::nodes::visible_node;
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::Json;
@@ -45,6 +46,21 @@ fn details(pem: &str) -> Option<CertificateDetails> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/nodes/{node}/bundle",
+    tag = "nodes",
+    operation_id = "getNodeBundle",
+    summary = "What a node should have next to what it acknowledged (never a private key).",
+    params(doc::NodePath),
+    responses(
+        (status = 200, description = "The bundle view.", body = NodeBundleView),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,6 +1,7 @@
 //! Forced delivery to one node, tracked to its ack, and paced service-wide rotations.
 
 use super::extract::{ApiJson, Caller};
+use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState, new_id};
 use crate::delivery::Changes;
@@ -57,6 +58,23 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `POST /v1/services/{svc}/nodes/{node}/refresh`: re-issues the node's bundle now and
 /// returns a delivery to follow. A retry with the same Idempotency-Key returns the same
 /// delivery and issues nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{svc}/nodes/{node}/refresh",
+    tag = "nodes",
+    operation_id = "refreshNode",
+    summary = "Re-issue a node's bundle now; returns a delivery to follow.",
+    params(doc::NodePath, ("Idempotency-Key" = Option<String>, Header, description = "1-200 ASCII characters; a retry with the same key returns the same delivery and issues nothing.")),
+    responses(
+        (status = 202, description = "Issued; follow `GET /v1/deliveries/{id}`.", body = RefreshAccepted),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 409, response = doc::Conflict),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,6 +181,20 @@ pub async fn refresh(
 }
 
 /// `GET /v1/deliveries/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    tag = "nodes",
+    operation_id = "getDelivery",
+    summary = "Follow a delivery to its ack.",
+    params(doc::IdPath),
+    responses(
+        (status = 200, description = "The delivery.", body = Delivery),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,6 +242,23 @@ async fn rotation_view(state: &AppState, row: RotationRow) -> Result<Rotation, A
 
 /// `POST /v1/services/{svc}/rotate`: queues a re-issue of every node, released in waves
 /// of at most `max_in_flight` unacknowledged deliveries by the rotation job.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{svc}/rotate",
+    tag = "services",
+    operation_id = "rotateService",
+    summary = "Re-issue every node of a service, in waves of at most `max_in_flight`.",
+    params(doc::SvcPath),
+    request_body = RotateRequest,
+    responses(
+        (status = 202, description = "Queued.", body = Rotation),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -280,6 +329,21 @@ pub async fn rotate(
 }
 
 /// `GET /v1/services/{svc}/rotations/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/rotations/{id}",
+    tag = "services",
+    operation_id = "getRotation",
+    summary = "Follow a rotation.",
+    params(doc::SvcPath, doc::IdPath),
+    responses(
+        (status = 200, description = "The rotation and its progress.", body = Rotation),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_rotation(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,6 +2,7 @@
 //! CSR. The node is always the one named by the verified client certificate.
 
 use super::extract::{AgentIdentity, ApiJson};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::delivery::{Changes, Serve};
 use crate::store::{self, nodes::AckUpdate};
@@ -49,6 +50,21 @@ pub fn serve(state: &AppState) -> Serve<'_> {
 /// `GET /v1/agent/bundle?since=V&wait=S`: the bundle at once when the desired version
 /// is above `since`; otherwise held (without a database connection) until it changes
 /// or `wait` elapses, then 304.
+#[utoipa::path(
+    get,
+    path = "/v1/agent/bundle",
+    tag = "agent",
+    operation_id = "pollBundle",
+    summary = "Long-poll for the caller's bundle newer than `since`.",
+    params(BundleQuery),
+    responses(
+        (status = 200, description = "A newer bundle.", body = BundleResponse, headers(("ferry-server-time-ms" = u64, description = "The server's clock, unix milliseconds."), ("ferry-retry-after-ms" = u64, description = "How long to wait before the next poll, milliseconds."))),
+        (status = 304, description = "Nothing newer within `wait`.", headers(("ferry-server-time-ms" = u64, description = "The server's clock, unix milliseconds."), ("ferry-retry-after-ms" = u64, description = "How long to wait before the next poll, milliseconds."))),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+    ),
+    security(("mutual_tls" = [])),
+)]
 pub async fn bundle(
     State(state): State<AppState>,
     who: AgentIdentity,
@@ -115,6 +131,22 @@ pub async fn bundle(
 
 /// `POST /v1/agent/ack`: persisted before the answer; duplicates and acks of older
 /// versions are harmless.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/ack",
+    tag = "agent",
+    operation_id = "ack",
+    summary = "Acknowledge an install (persisted before the answer; duplicates are harmless).",
+    request_body = AckRequest,
+    responses(
+        (status = 204, description = "Recorded."),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 409, response = doc::Conflict),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("mutual_tls" = [])),
+)]
 pub async fn ack(
     State(state): State<AppState>,
     who: AgentIdentity,
@@ -199,6 +231,24 @@ pub async fn ack(
 }
 
 /// `POST /v1/agent/csr` (node-key mode): signs the node's new key into its next bundle.
+#[utoipa::path(
+    post,
+    path = "/v1/agent/csr",
+    tag = "agent",
+    operation_id = "submitCsr",
+    summary = "Submit a CSR for the key the node just generated (node-key mode).",
+    request_body = CsrSubmission,
+    responses(
+        (status = 200, description = "Signed into the next bundle version.", body = doc::CsrAccepted),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 409, response = doc::Conflict),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("mutual_tls" = [])),
+)]
 pub async fn csr(
     State(state): State<AppState>,
     who: AgentIdentity,

@@ -226,10 +226,13 @@ impl FromRequestParts<AppState> for AgentIdentity {
 }
 
 /// `?limit=&cursor=` of list routes.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// Page size, 1..=1000 (default 100).
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 

@@ -5,6 +5,7 @@
 
 use super::extract::{ApiJson, Caller};
 use super::nodes::visible_node;
+use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState};
 use crate::delivery::Changes;
@@ -232,6 +233,23 @@ async fn list(state: AppState, level: Level) -> Result<Json<serde_json::Value>, 
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/services/{svc}/metadata/{key}",
+    tag = "metadata",
+    operation_id = "putServiceMetadata",
+    summary = "Set one metadata value of a service (every node); delivered with the next bundle version.",
+    params(doc::SvcPath, doc::KeyPath),
+    request_body = PutMetadataRequest,
+    responses(
+        (status = 200, description = "The stored value.", body = MetadataEntry),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn service_put(
     State(state): State<AppState>,
     caller: Caller,
@@ -242,6 +260,22 @@ pub async fn service_put(
     put(state, caller, level, key, req).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/metadata/{key}",
+    tag = "metadata",
+    operation_id = "getServiceMetadata",
+    summary = "Show one metadata value of a service (every node).",
+    params(doc::SvcPath, doc::KeyPath),
+    responses(
+        (status = 200, description = "The value.", body = MetadataEntry),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn service_get(
     State(state): State<AppState>,
     caller: Caller,
@@ -251,6 +285,22 @@ pub async fn service_get(
     get(state, level, key).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{svc}/metadata/{key}",
+    tag = "metadata",
+    operation_id = "deleteServiceMetadata",
+    summary = "Remove one metadata value of a service (every node).",
+    params(doc::SvcPath, doc::KeyPath),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn service_delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,6 +310,21 @@ pub async fn service_delete(
     delete(state, caller, level, key).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/metadata",
+    tag = "metadata",
+    operation_id = "listServiceMetadata",
+    summary = "List the metadata of a service (every node).",
+    params(doc::SvcPath),
+    responses(
+        (status = 200, description = "The values, expired ones left out.", body = doc::MetadataList),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn service_list(
     State(state): State<AppState>,
     caller: Caller,
@@ -269,6 +334,23 @@ pub async fn service_list(
     list(state, level).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/services/{svc}/nodes/{node}/metadata/{key}",
+    tag = "metadata",
+    operation_id = "putNodeMetadata",
+    summary = "Set one metadata value of one node; delivered with the next bundle version.",
+    params(doc::NodePath, doc::KeyPath),
+    request_body = PutMetadataRequest,
+    responses(
+        (status = 200, description = "The stored value.", body = MetadataEntry),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn node_put(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,6 +361,22 @@ pub async fn node_put(
     put(state, caller, level, key, req).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/nodes/{node}/metadata/{key}",
+    tag = "metadata",
+    operation_id = "getNodeMetadata",
+    summary = "Show one metadata value of one node.",
+    params(doc::NodePath, doc::KeyPath),
+    responses(
+        (status = 200, description = "The value.", body = MetadataEntry),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn node_get(
     State(state): State<AppState>,
     caller: Caller,
@@ -288,6 +386,22 @@ pub async fn node_get(
     get(state, level, key).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{svc}/nodes/{node}/metadata/{key}",
+    tag = "metadata",
+    operation_id = "deleteNodeMetadata",
+    summary = "Remove one metadata value of one node.",
+    params(doc::NodePath, doc::KeyPath),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn node_delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -297,6 +411,21 @@ pub async fn node_delete(
     delete(state, caller, level, key).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/nodes/{node}/metadata",
+    tag = "metadata",
+    operation_id = "listNodeMetadata",
+    summary = "List the metadata of one node.",
+    params(doc::NodePath),
+    responses(
+        (status = 200, description = "The values, expired ones left out.", body = doc::MetadataList),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn node_list(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,6 +3,7 @@
 //! names exported are listed in docs/metrics.md, and a test checks the two agree.
 
 use super::extract::Caller;
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::extract::State;
@@ -42,6 +43,19 @@ impl Out {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    operation_id = "getMetrics",
+    summary = "Prometheus metrics (admin): per-service aggregates, never per node.",
+    responses(
+        (status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn metrics(
     State(state): State<AppState>,
     caller: Caller,

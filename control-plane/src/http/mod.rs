@@ -3,7 +3,8 @@
 //!
 //! `router` lists every route; handlers live in one file per resource; `extract`
 //! holds the authentication extractors (a node's identity comes only from its verified
-//! client certificate, never from the request); `tls` is the accept loop.
+//! client certificate, never from the request); `tls` is the accept loop; `openapi`
+//! the document of both APIs, generated from the handlers' `#[utoipa::path]`.
 
 pub mod agent;
 pub mod alerts;
@@ -13,11 +14,14 @@ pub mod deliveries;
 pub mod delivery;
 pub mod error;
 pub mod extract;
+pub mod imports;
 pub mod metadata;
 pub mod metrics;
 pub mod nodes;
+pub mod openapi;
 pub mod router;
 pub mod services;
+pub mod sources;
 pub mod system;
 pub mod tenants;
 pub mod tls;
@@ -46,6 +50,8 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// `last_seen` is written at most this often per node, not on every poll.
     pub seen_granularity: Duration,
+    /// Reads customer objects (inventories, imported certificates).
+    pub objects: crate::objects::Objects,
 }
 
 /// Counters of this replica since it started (exported by `/metrics`).
@@ -71,6 +77,8 @@ pub struct JobWakers {
     pub rotation: tokio::sync::Notify,
     pub staleness: tokio::sync::Notify,
     pub webhooks: tokio::sync::Notify,
+    /// A dynamic source was created or changed: fetch it now.
+    pub sources: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -89,6 +97,7 @@ impl From<crate::delivery::IssueError> for ApiError {
         match e {
             IssueError::Ca(ca) => ca.into(),
             IssueError::NodeGone(n) => ApiError::not_found(format!("node {n}")),
+            IssueError::Imported(_) => ApiError::conflict(e.to_string()),
             other => ApiError::Internal(other.into()),
         }
     }

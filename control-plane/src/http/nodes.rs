@@ -1,6 +1,7 @@
 //! Nodes of a service as customers see them: list, show, revoke (delete).
 
 use super::extract::{Caller, PageQuery, page};
+use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState};
 use crate::store::{self, audit, nodes::NodeRow};
@@ -43,6 +44,21 @@ pub fn to_api(td: &TrustDomain, r: NodeRow) -> Result<Node, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/nodes",
+    tag = "nodes",
+    operation_id = "listNodes",
+    summary = "List a service's nodes.",
+    params(doc::SvcPath, PageQuery),
+    responses(
+        (status = 200, description = "One page of nodes.", body = Page<Node>),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,6 +100,21 @@ pub(super) async fn visible_node(
     Ok((svc.tenant, row))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}/nodes/{node}",
+    tag = "nodes",
+    operation_id = "getNode",
+    summary = "Show a node.",
+    params(doc::NodePath),
+    responses(
+        (status = 200, description = "The node.", body = Node),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +126,21 @@ pub async fn get(
 
 /// Revokes a node: its row goes, so its certificates stop working at once (every
 /// agent request checks the store), and it can come back only with a join token.
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{svc}/nodes/{node}",
+    tag = "nodes",
+    operation_id = "revokeNode",
+    summary = "Revoke a node: its certificates stop working at once.",
+    params(doc::NodePath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,8 +2,8 @@
 
 use super::error::problem_response;
 use super::{
-    AppState, agent, alerts, bundle_view, deliveries, delivery, metadata, metrics, nodes, services,
-    system, tenants, webhook,
+    AppState, agent, alerts, bundle_view, deliveries, delivery, imports, metadata, metrics, nodes,
+    services, system, tenants, webhook,
 };
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(alerts::status))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(super::openapi::document))
         .route(routes::TENANTS, post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
         .route(routes::SERVICES, post(services::create).get(services::list))
@@ -56,12 +57,35 @@ pub fn router(state: AppState) -> Router {
                 .put(metadata::node_put)
                 .delete(metadata::node_delete),
         )
+        .route(
+            "/v1/services/{svc}/nodes/{node}/certificate",
+            axum::routing::put(imports::import_certificate),
+        )
+        .route(
+            "/v1/services/{svc}/inventory",
+            get(imports::get_inventory)
+                .put(imports::put_inventory)
+                .delete(imports::delete_inventory),
+        )
+        .route(
+            "/v1/services/{svc}/certificate-source",
+            get(imports::get_certificate_source)
+                .put(imports::put_certificate_source)
+                .delete(imports::delete_certificate_source),
+        )
         .route("/v1/services/{svc}/metadata", get(metadata::service_list))
         .route(
             "/v1/services/{svc}/metadata/{key}",
             get(metadata::service_get)
                 .put(metadata::service_put)
                 .delete(metadata::service_delete),
+        )
+        .route("/v1/services/{svc}/sources", get(super::sources::list))
+        .route(
+            "/v1/services/{svc}/sources/{name}",
+            get(super::sources::get)
+                .put(super::sources::put)
+                .delete(super::sources::delete),
         )
         .route("/v1/services/{svc}/rotate", post(deliveries::rotate))
         .route(

@@ -3,6 +3,7 @@
 
 use super::error::conflict_if_taken;
 use super::extract::{ApiJson, Caller, PageQuery, page};
+use super::openapi as doc;
 use super::{ApiError, AppState, new_id, new_secret};
 use crate::store::{self, audit, join_tokens::JoinTokenRow, services::ServiceRow};
 use axum::Json;
@@ -121,6 +122,24 @@ pub async fn visible(
         .ok_or_else(|| ApiError::not_found(format!("service {name}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/services",
+    tag = "services",
+    operation_id = "createService",
+    summary = "Create a service.",
+    request_body = CreateServiceRequest,
+    responses(
+        (status = 201, description = "Created.", body = Service),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 409, response = doc::Conflict),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,6 +198,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(to_api(row)?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services",
+    tag = "services",
+    operation_id = "listServices",
+    summary = "List the services the caller can see.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of services.", body = Page<Service>),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -197,6 +230,21 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/services/{svc}",
+    tag = "services",
+    operation_id = "getService",
+    summary = "Show a service.",
+    params(doc::SvcPath),
+    responses(
+        (status = 200, description = "The service.", body = Service),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,6 +253,23 @@ pub async fn get(
     Ok(Json(to_api(visible(&state, &caller, &name).await?)?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/services/{svc}",
+    tag = "services",
+    operation_id = "updateService",
+    summary = "Change a service's settings (fields left out keep their value).",
+    params(doc::SvcPath),
+    request_body = ServiceSettings,
+    responses(
+        (status = 200, description = "The updated service.", body = Service),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -231,6 +296,21 @@ pub async fn update(
     Ok(Json(to_api(row)?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{svc}",
+    tag = "services",
+    operation_id = "deleteService",
+    summary = "Delete a service and everything under it.",
+    params(doc::SvcPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -253,6 +333,23 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/services/{svc}/join-tokens",
+    tag = "services",
+    operation_id = "createJoinToken",
+    summary = "Create a join token for enrolling nodes; the secret is shown once.",
+    params(doc::SvcPath),
+    request_body = CreateJoinTokenRequest,
+    responses(
+        (status = 201, description = "Created; `token` is shown only now.", body = JoinTokenCreated),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create_join_token(
     State(state): State<AppState>,
     caller: Caller,

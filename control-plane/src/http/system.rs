@@ -1,6 +1,7 @@
 //! Unauthenticated probes and the public trust bundle; the admin audit log.
 
 use super::extract::{Caller, PageQuery, page};
+use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::Json;
@@ -9,11 +10,32 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use ferry_shared::api::{AuditEntry, Page};
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    operation_id = "healthz",
+    summary = "Liveness: the process answers.",
+    responses(
+        (status = 200, description = "Alive.", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Ready when the database answers and its schema is current.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    operation_id = "readyz",
+    summary = "Readiness: the database answers and its schema is current.",
+    responses(
+        (status = 200, description = "Ready.", body = String, content_type = "text/plain"),
+        (status = 503, response = doc::NotReady),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if state.store.ready().await {
         Ok("ready\n")
@@ -27,6 +49,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 }
 
 /// The CA certificates, PEM. Public: agents fetch it to check their pinned fingerprint.
+#[utoipa::path(
+    get,
+    path = "/v1/trust-bundle",
+    tag = "system",
+    operation_id = "getTrustBundle",
+    summary = "The CA certificates (PEM).",
+    responses(
+        (status = 200, description = "PEM of the CA certificates to trust.", body = String, content_type = "application/x-pem-file"),
+    ),
+)]
 pub async fn trust_bundle(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
@@ -34,6 +66,21 @@ pub async fn trust_bundle(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "system",
+    operation_id = "listAudit",
+    summary = "The audit log, newest first (admin).",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of audit entries.", body = Page<AuditEntry>),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,6 +2,7 @@
 
 use super::error::conflict_if_taken;
 use super::extract::{ApiJson, Caller, PageQuery, page};
+use super::openapi as doc;
 use super::{ApiError, AppState, new_id, new_secret};
 use crate::store::{self, audit, tenants::TenantRow, tokens::ApiTokenRow};
 use axum::Json;
@@ -20,6 +21,23 @@ fn to_api(row: TenantRow) -> Result<Tenant, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "createTenant",
+    summary = "Create a tenant (admin).",
+    request_body = CreateTenantRequest,
+    responses(
+        (status = 201, description = "Created.", body = Tenant),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 409, response = doc::Conflict),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,6 +67,21 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(to_api(row)?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "listTenants",
+    summary = "List tenants (admin).",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of tenants.", body = Page<Tenant>),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,6 +100,24 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/tokens",
+    tag = "tenants",
+    operation_id = "createTenantToken",
+    summary = "Create an API token for a tenant (admin); the secret is shown once.",
+    params(doc::TenantPath),
+    request_body = CreateApiTokenRequest,
+    responses(
+        (status = 201, description = "Created; `token` is shown only now.", body = ApiTokenCreated),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,6 +2,7 @@
 //! a new signing secret, shown once and stored sealed; `DELETE` removes it.
 
 use super::extract::{ApiJson, Caller};
+use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState, new_secret};
 use crate::store::{self, audit};
@@ -10,19 +11,37 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
+    /// `http(s)://` URL the alert events are POSTed to.
     pub url: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookCreated {
     pub url: String,
     /// HMAC-SHA256 key of the `Ferry-Signature` header; shown once.
     pub secret: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/services/{svc}/webhook",
+    tag = "services",
+    operation_id = "putWebhook",
+    summary = "Set the service's alert webhook; returns a new signing secret, shown once.",
+    params(doc::SvcPath),
+    request_body = WebhookRequest,
+    responses(
+        (status = 200, description = "Set; `secret` is shown only now.", body = WebhookCreated),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 422, response = doc::Unprocessable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,6 +87,21 @@ pub async fn put(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{svc}/webhook",
+    tag = "services",
+    operation_id = "deleteWebhook",
+    summary = "Remove the service's alert webhook.",
+    params(doc::SvcPath),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

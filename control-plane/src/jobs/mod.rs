@@ -1,13 +1,16 @@
-//! Background jobs (renewal, rotation, staleness, webhooks, metadata expiry). Every
-//! replica runs them; they are safe together: the renewal
+//! Background jobs (renewal, rotation, staleness, webhooks, metadata expiry, dynamic
+//! sources). Every replica runs them; they are safe together: the renewal
 //! scheduler splits due nodes with `FOR UPDATE SKIP LOCKED`, and the rotation driver
 //! runs on one replica at a time under a transaction-scoped advisory lock (so
 //! `max_in_flight` holds across replicas). All their state is in the database, so a
 //! restart resumes where the last run stopped.
 
+pub mod alerting;
 pub mod expiry;
+pub mod objects;
 pub mod renewal;
 pub mod rotation;
+pub mod sources;
 pub mod staleness;
 pub mod webhooks;
 
@@ -27,6 +30,10 @@ pub struct JobSettings {
     pub stale_share: f64,
     /// How often expired metadata is looked for (keys leave bundles within this).
     pub expiry_tick: Duration,
+    /// How often due inventory and certificate sources are looked for.
+    pub objects_tick: Duration,
+    /// Dynamic metadata sources: tick, concurrency cap, timeout, backoff, circuit, alert.
+    pub sources: sources::SourceSettings,
 }
 
 impl Default for JobSettings {
@@ -38,6 +45,8 @@ impl Default for JobSettings {
             staleness_tick: Duration::from_secs(5),
             stale_share: 0.1,
             expiry_tick: Duration::from_millis(500),
+            objects_tick: Duration::from_secs(1),
+            sources: sources::SourceSettings::default(),
         }
     }
 }
@@ -55,6 +64,16 @@ pub fn spawn(state: AppState, settings: JobSettings, shutdown: watch::Receiver<b
         shutdown.clone(),
     ));
     tokio::spawn(webhooks::run(state.clone(), shutdown.clone()));
+    tokio::spawn(sources::run(
+        state.clone(),
+        settings.sources.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(objects::run(
+        state.clone(),
+        settings.objects_tick,
+        shutdown.clone(),
+    ));
     tokio::spawn(expiry::run(
         state.clone(),
         settings.expiry_tick,

@@ -60,6 +60,8 @@ pub async fn pass(state: &AppState) -> Result<usize, store::StoreError> {
                 match st.issuer().renew(c, service, node, now) {
                     Ok(_) => changes.node(svc, node),
                     Err(crate::delivery::IssueError::Store(e)) => return Err(store::StoreError::from(e)),
+                    // Nothing to issue: the node waits for its imported certificate.
+                    Err(crate::delivery::IssueError::Imported(_)) => store::nodes::clear_renew_at(c, svc, node)?,
                     Err(e) => {
                         tracing::error!(service = %svc, node = %node, error = %e, "cannot issue bundle; retrying later");
                         store::nodes::set_desired_renew_at(c, svc, node, now_ms + RETRY_FAILED_MS)?;

@@ -3,7 +3,8 @@
 //! expires within `alert_before`; fires one alert per (node, reason), resolves it when
 //! the reason is gone, and fires a service-wide alert when too large a share of a
 //! service is stale. Every read goes through an index that holds only candidate nodes.
-//! One replica runs a pass at a time (transaction advisory lock).
+//! One replica runs a pass at a time (transaction advisory lock). It manages only its
+//! own reasons (lagging, unseen, expiring, stale-share): other jobs' alerts are theirs.
 
 use super::{JobSettings, pause};
 use crate::http::AppState;
@@ -158,11 +159,12 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                 .map(|a| (a.service.clone(), a.node_id.clone(), a.reason.clone()))
                 .collect();
             for a in &firing {
-                if !stale.contains_key(&(
-                    a.service.clone(),
-                    a.node_id.clone(),
-                    reason_static(&a.reason),
-                )) {
+                // Other jobs' alerts (sources, inventory) are theirs to resolve.
+                let reason = reason_static(&a.reason);
+                if reason.is_empty() {
+                    continue;
+                }
+                if !stale.contains_key(&(a.service.clone(), a.node_id.clone(), reason)) {
                     store::alerts::resolve(c, &a.id, now)?;
                     outbox(c, a, "resolved")?;
                     report.resolved += 1;
@@ -191,7 +193,8 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
         .await
 }
 
-/// The detector's reasons as the static strings its map uses (unknown: never matches).
+/// The detector's own reasons as the static strings its map uses ('' for any other
+/// job's reason: the detector leaves those alerts alone).
 fn reason_static(r: &str) -> &'static str {
     match r {
         "lagging" => "lagging",

@@ -21,15 +21,51 @@ pub fn firing(c: &mut Conn<'_>) -> QueryResult<Vec<AlertRow>> {
     on_backend!(c, c => alerts::table.filter(alerts::state.eq("firing")).select(AlertRow::as_select()).load(c))
 }
 
+/// Firing alerts of one service (the `alerts_firing` partial index).
+pub fn firing_of(c: &mut Conn<'_>, service: &str) -> QueryResult<Vec<AlertRow>> {
+    on_backend!(c, c => alerts::table
+        .filter(alerts::state.eq("firing"))
+        .filter(alerts::service.eq(service))
+        .select(AlertRow::as_select())
+        .load(c))
+}
+
 pub fn insert(c: &mut Conn<'_>, row: &AlertRow) -> QueryResult<()> {
     on_backend!(c, c => diesel::insert_into(alerts::table).values(row).execute(c)).map(drop)
 }
 
-pub fn resolve(c: &mut Conn<'_>, id: &str, now: i64) -> QueryResult<()> {
+/// Resolves a firing alert; whether this call did (a concurrent resolver gets false).
+pub fn resolve(c: &mut Conn<'_>, id: &str, now: i64) -> QueryResult<bool> {
     on_backend!(c, c => diesel::update(alerts::table.find(id).filter(alerts::state.eq("firing")))
         .set((alerts::state.eq("resolved"), alerts::resolved_at.eq(Some(now))))
         .execute(c))
-    .map(drop)
+    .map(|n| n > 0)
+}
+
+/// The firing alert of (service, node, reason), if any (the `alerts_firing` index).
+pub fn firing_one(
+    c: &mut Conn<'_>,
+    service: &str,
+    node_id: &str,
+    reason: &str,
+) -> QueryResult<Option<AlertRow>> {
+    on_backend!(c, c => alerts::table
+        .filter(alerts::service.eq(service))
+        .filter(alerts::node_id.eq(node_id))
+        .filter(alerts::reason.eq(reason))
+        .filter(alerts::state.eq("firing"))
+        .select(AlertRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Firing alerts of one reason.
+pub fn firing_with_reason(c: &mut Conn<'_>, reason: &str) -> QueryResult<Vec<AlertRow>> {
+    on_backend!(c, c => alerts::table
+        .filter(alerts::state.eq("firing"))
+        .filter(alerts::reason.eq(reason))
+        .select(AlertRow::as_select())
+        .load(c))
 }
 
 /// Alerts of `services` (None: all), newest first, optionally of one state.

@@ -121,6 +121,14 @@ pub fn delete_expired(c: &mut Conn<'_>, row: &MetadataRow, now: i64) -> QueryRes
     Ok(n > 0)
 }
 
+/// Removes every value a dynamic source wrote (service-wide and per node); how many.
+pub fn delete_from_source(c: &mut Conn<'_>, service: &str, source: &str) -> QueryResult<usize> {
+    on_backend!(c, c => diesel::delete(
+        metadata::table.filter(metadata::service.eq(service)).filter(metadata::source.eq(source)),
+    )
+    .execute(c))
+}
+
 /// Removes a node's own values (it was revoked).
 pub fn delete_node(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<usize> {
     on_backend!(c, c => diesel::delete(

@@ -175,6 +175,14 @@ pub fn set_desired(
     .map(drop)
 }
 
+/// Nothing scheduled for the node (its certificates are imported).
+pub fn clear_renew_at(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
+        .set(nodes::renew_at.eq(None::<i64>))
+        .execute(c))
+    .map(drop)
+}
+
 /// Moves only the renewal time (a failed issue is retried later).
 pub fn set_desired_renew_at(
     c: &mut Conn<'_>,

@@ -62,6 +62,38 @@ diesel::table! {
 }
 
 diesel::table! {
+    object_sources (service, kind) {
+        service -> Text,
+        kind -> Text,
+        url -> Text,
+        policy -> Text,
+        interval_seconds -> BigInt,
+        grace_seconds -> BigInt,
+        next_sync_at -> BigInt,
+        synced_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    inventory (service, node_id) {
+        service -> Text,
+        node_id -> Text,
+        listed_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    imported_objects (service, node_id) {
+        service -> Text,
+        node_id -> Text,
+        etags -> Text,
+        version -> BigInt,
+        imported_at -> BigInt,
+    }
+}
+
+diesel::table! {
     metadata (service, node_id, key) {
         service -> Text,
         node_id -> Text,
@@ -70,6 +102,39 @@ diesel::table! {
         source -> Nullable<Text>,
         expires_at -> Nullable<BigInt>,
         updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    sources (service, name) {
+        service -> Text,
+        name -> Text,
+        key -> Text,
+        scope -> Text,
+        url -> Text,
+        interval_seconds -> BigInt,
+        header_names -> Text,
+        headers_sealed -> Binary,
+        key_id -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    source_fetches (service, source, node_id) {
+        service -> Text,
+        source -> Text,
+        node_id -> Text,
+        next_fetch_at -> BigInt,
+        etag -> Nullable<Text>,
+        value_hash -> Nullable<Text>,
+        last_attempt_at -> Nullable<BigInt>,
+        last_success_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        failures -> Integer,
+        circuit -> Text,
+        alerting -> Bool,
     }
 }
 
@@ -197,5 +262,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     deliveries,
     alerts,
     alert_events,
-    metadata
+    metadata,
+    object_sources,
+    inventory,
+    imported_objects,
+    sources,
+    source_fetches
 );

@@ -9,7 +9,8 @@
 //! - expiring within 24 h: nodes minus those without a certificate minus those valid for
 //!   more than 24 h, both read from `nodes_cert_not_after` (small ends with short-lived
 //!   certificates);
-//! - deliveries in the last hour: the `deliveries_created` index.
+//! - deliveries in the last hour: the `deliveries_created` index;
+//! - never enrolled: inventory rows without a node (only services with an inventory).
 
 use super::alerts::AlertRow;
 use super::schema::{deliveries, nodes, services};
@@ -20,6 +21,9 @@ use std::collections::{HashMap, HashSet};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
+/// Alert reasons that make an enrolled node stale (others, like `not-in-inventory`,
+/// are counted as firing alerts only).
+const STALE_REASONS: [&str; 3] = ["lagging", "unseen", "expiring"];
 
 /// One service's counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,8 +34,10 @@ pub struct ServiceCounts {
     pub ok: i64,
     /// Behind their desired version or without a certificate yet, and not stale.
     pub pending: i64,
-    /// With at least one firing node alert.
+    /// With at least one firing staleness alert (lagging, unseen, expiring).
     pub stale: i64,
+    /// Listed in the service's inventory, not enrolled.
+    pub never_enrolled: i64,
     pub expiring_24h: i64,
     /// With a firing `expiring` alert: inside the service's `alert_before`.
     pub expiring_alert_before: i64,
@@ -71,14 +77,15 @@ pub fn counts(c: &mut Conn<'_>, now: i64) -> QueryResult<Vec<ServiceCounts>> {
     };
     let (long_lived, deliveries) = (grouped(c, 0)?, grouped(c, 1)?);
     let firing = super::alerts::firing(c)?;
-    Ok(assemble(
-        svcs,
-        &lagging,
-        &no_cert,
-        &long_lived,
-        &deliveries,
-        &firing,
-    ))
+    // Costs the inventories' size, and only services that have one.
+    let never: HashMap<String, i64> = super::objects::never_enrolled_counts(c)?
+        .into_iter()
+        .collect();
+    let mut lines = assemble(svcs, &lagging, &no_cert, &long_lived, &deliveries, &firing);
+    for l in &mut lines {
+        l.never_enrolled = never.get(&l.service).copied().unwrap_or(0);
+    }
+    Ok(lines)
 }
 
 /// Combines the counts; kept apart from the queries so the arithmetic is plain.
@@ -92,7 +99,7 @@ fn assemble(
 ) -> Vec<ServiceCounts> {
     let stale: HashSet<(&str, &str)> = firing
         .iter()
-        .filter(|a| !a.node_id.is_empty())
+        .filter(|a| !a.node_id.is_empty() && STALE_REASONS.contains(&a.reason.as_str()))
         .map(|a| (a.service.as_str(), a.node_id.as_str()))
         .collect();
     let mut per: HashMap<&str, ServiceCounts> = HashMap::new();

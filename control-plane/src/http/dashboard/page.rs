@@ -144,6 +144,13 @@ fn summary(out: &mut String, v: &View) {
         if f.pending > 0 { "warn" } else { "" },
     );
     card(out, "fleet-stale", "stale", f.stale, alarm(f.stale));
+    card(
+        out,
+        "fleet-never-enrolled",
+        "never enrolled",
+        f.never_enrolled,
+        if f.never_enrolled > 0 { "warn" } else { "" },
+    );
     // With hour-long certificates every node's expires within 24 h: informative only.
     card(out, "fleet-expiring", "expiring 24 h", f.expiring_24h, "");
     card(

@@ -1,0 +1,3 @@
+DROP TABLE imported_objects;
+DROP TABLE inventory;
+DROP TABLE object_sources;
