@@ -1,11 +1,12 @@
-//! Firing and resolving alerts from jobs other than the staleness detector (inventory
-//! today): the alert row and, when the service has a webhook, its outbox event in the
-//! same transaction, in the payload shape the detector uses.
+//! Alerts written by jobs: the webhook outbox event of an alert (one payload shape for
+//! every job, the detector's included), and fire/resolve reconciliation for jobs other
+//! than the detector (inventory, sources), in the transaction that changes the alert.
 
 use crate::store::{self, Conn, StoreError, alert_events::EventRow, alerts::AlertRow};
 use std::collections::{BTreeMap, HashSet};
 
-fn rfc3339(ms: i64) -> String {
+/// A stored time (unix ms) as RFC 3339, as alert payloads and details show it.
+pub(crate) fn rfc3339(ms: i64) -> String {
     store::from_ms(ms)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -22,6 +23,17 @@ pub(crate) fn event(
     if store::services::get(c, &alert.service, None)?.is_none_or(|s| s.webhook_url.is_none()) {
         return Ok(());
     }
+    enqueue(c, alert, kind, now)
+}
+
+/// Queues the webhook event of `alert` whether or not its service has a webhook (the
+/// caller knows it has one).
+pub(crate) fn enqueue(
+    c: &mut Conn<'_>,
+    alert: &AlertRow,
+    kind: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     let id = crate::http::new_id().map_err(|_| StoreError::Task)?;
     let payload = serde_json::json!({
         "event_id": id,

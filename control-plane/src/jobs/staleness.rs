@@ -6,9 +6,10 @@
 //! One replica runs a pass at a time (transaction advisory lock). It manages only its
 //! own reasons (lagging, unseen, expiring, stale-share): other jobs' alerts are theirs.
 
+use super::alerting::rfc3339 as fmt_ms;
 use super::{JobSettings, pause};
 use crate::http::AppState;
-use crate::store::{self, alert_events::EventRow, alerts::AlertRow};
+use crate::store::{self, alerts::AlertRow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::sync::watch;
 
@@ -57,12 +58,6 @@ pub async fn run(state: AppState, settings: JobSettings, mut shutdown: watch::Re
             return;
         }
     }
-}
-
-fn fmt_ms(ms: i64) -> String {
-    store::from_ms(ms)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, store::StoreError> {
@@ -124,32 +119,7 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                 if !hooked.contains(&alert.service) {
                     return Ok(());
                 }
-                let id = crate::http::new_id().map_err(|_| store::StoreError::Task)?;
-                let payload = serde_json::json!({
-                    "event_id": id,
-                    "event": event,
-                    "alert": {
-                        "id": alert.id, "service": alert.service, "node_id": alert.node_id,
-                        "reason": alert.reason, "detail": alert.detail,
-                        "fired_at": fmt_ms(alert.fired_at),
-                        "resolved_at": (event == "resolved").then(|| fmt_ms(now)),
-                    },
-                });
-                store::alert_events::insert(
-                    c,
-                    &EventRow {
-                        id,
-                        alert_id: alert.id.clone(),
-                        service: alert.service.clone(),
-                        payload: payload.to_string(),
-                        created_at: now,
-                        attempts: 0,
-                        next_attempt_at: now,
-                        lease_until: None,
-                        delivered_at: None,
-                        last_error: None,
-                    },
-                )?;
+                super::alerting::enqueue(c, alert, event, now)?;
                 report.events += 1;
                 Ok(())
             };
