@@ -3,10 +3,15 @@
 //! Names are parsed into `ferry_shared` newtypes here, so a bad service name is a usage
 //! error (exit 2) before any request is made, and never reaches a URL path.
 
+mod data;
 mod delivery;
 mod ops;
 mod service;
 
+pub use data::{
+    CertificateCmd, CertificateSourceCmd, DataCommand, InventoryCmd, MetadataCmd, MetadataScope,
+    SourceCmd, SourceSetArgs,
+};
 pub use delivery::{DeliveryCmd, DeliveryCommand, RefreshArgs, RotateArgs, RotationCmd, parse_id};
 pub use ops::{AlertCmd, AlertListArgs, MAX_ALERTS, OpsCommand, StatusArgs, WebhookCmd};
 pub use service::{ServiceCmd, SettingsArgs};
@@ -112,6 +117,10 @@ pub enum Command {
     // `status`, `alert`, `webhook`, `health`, `metrics`, `completions`: `args::ops`.
     #[command(flatten)]
     Ops(OpsCommand),
+    // `metadata`, `source`, `inventory`, `certificate`, `certificate-source`:
+    // `args::data`.
+    #[command(flatten)]
+    Data(DataCommand),
 }
 
 impl Command {
@@ -166,6 +175,8 @@ pub enum NodeCmd {
     Show { service: ServiceName, node: NodeId },
     /// Revoke a node: its identity is refused from now on, even before it expires.
     Revoke { service: ServiceName, node: NodeId },
+    /// Show the bundle a node should have next to the one it acknowledged.
+    Bundle { service: ServiceName, node: NodeId },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use crate::args::{
 };
 use crate::client::{Api, Listing};
 use crate::error::CliError;
-use crate::{delivery, ops, views};
+use crate::{data, delivery, ops, views};
 use ferry_shared::api::{
     ApiTokenCreated, AuditEntry, CreateApiTokenRequest, CreateJoinTokenRequest,
     CreateServiceRequest, CreateTenantRequest, JoinTokenCreated, Node, Service, Tenant, routes,
@@ -122,6 +122,7 @@ pub async fn run(cli: &Cli, token: Option<&str>) -> Result<Output, CliError> {
             api.get_public_text(routes::TRUST_BUNDLE).await?,
         )),
         Command::Ops(cmd) => ops::run(&api, cmd, json).await,
+        Command::Data(cmd) => data::run(&api, cmd, json).await,
     }
 }
 
@@ -211,6 +212,7 @@ async fn node(api: &Api, cmd: &NodeCmd, json: bool) -> Result<Output, CliError> 
                 format!("revoked node {node} of service {service}\n"),
             ))
         }
+        NodeCmd::Bundle { service, node } => data::node_bundle(api, service, node, json).await,
     }
 }
 

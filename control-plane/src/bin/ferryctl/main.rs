@@ -10,12 +10,14 @@
 mod args;
 mod client;
 mod commands;
+mod data;
 mod delivery;
 mod error;
 mod fleet;
 mod ops;
 mod output;
 mod progress;
+mod sources;
 mod trust;
 mod views;
 mod watch;
