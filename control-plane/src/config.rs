@@ -201,6 +201,15 @@ impl Config {
             cfg.db_pool_size = n;
         }
         cfg.log_json = flags.log_json || file.log_json.unwrap_or(false);
+        if let Some(days) = file.retention_days {
+            if !(1..=3650).contains(&days) {
+                return Err(ConfigError::Invalid {
+                    key: "retention_days",
+                    message: "must be 1..=3650".into(),
+                });
+            }
+            cfg.jobs.retention = Duration::from_secs(days * 86_400);
+        }
         if let Some(secs) = file.delivery_timeout_seconds {
             if secs < 10 {
                 return Err(ConfigError::Invalid {
@@ -238,6 +247,7 @@ struct FileConfig {
     db_pool_size: Option<u32>,
     log_json: Option<bool>,
     delivery_timeout_seconds: Option<u64>,
+    retention_days: Option<u64>,
 }
 
 impl FileConfig {
@@ -298,5 +308,32 @@ mod tests {
         };
         let cfg = Config::load(&flags, &no_env).expect("valid");
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn retention_and_s3_settings_are_checked_and_secrets_redacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cp.toml");
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        std::fs::write(&file, "retention_days = 0\n").expect("write");
+        let err = Config::load(&flags, &no_env).expect_err("zero days");
+        assert!(err.to_string().contains("retention_days"), "{err}");
+        std::fs::write(&file, "retention_days = 7\n").expect("write");
+        let env = |k: &str| match k {
+            "FERRY_S3_ENDPOINT" => Some("http://127.0.0.1:9000".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("s3cr3t-value".to_owned()),
+            _ => None,
+        };
+        let cfg = Config::load(&flags, &env).expect("valid");
+        assert_eq!(cfg.jobs.retention, Duration::from_secs(7 * 86_400));
+        assert!(!format!("{cfg:?}").contains("s3cr3t-value"));
+        let bad = |k: &str| (k == "FERRY_S3_ENDPOINT").then(|| "s3.example.com".to_owned());
+        assert!(
+            Config::load(&flags, &bad).is_err(),
+            "an endpoint without a scheme"
+        );
     }
 }

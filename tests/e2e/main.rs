@@ -14,6 +14,7 @@ mod metrics;
 mod monitoring;
 mod objects;
 mod openapi;
+mod retention;
 mod rotation;
 mod sources;
 mod staleness;

@@ -9,6 +9,7 @@ pub mod alerting;
 pub mod expiry;
 pub mod objects;
 pub mod renewal;
+pub mod retention;
 pub mod rotation;
 pub mod sources;
 pub mod staleness;
@@ -32,6 +33,11 @@ pub struct JobSettings {
     pub expiry_tick: Duration,
     /// How often due inventory and certificate sources are looked for.
     pub objects_tick: Duration,
+    /// Finished deliveries and rotations, resolved alerts and delivered webhook events
+    /// older than this are removed.
+    pub retention: Duration,
+    /// How often the retention pass runs.
+    pub retention_tick: Duration,
     /// Dynamic metadata sources: tick, concurrency cap, timeout, backoff, circuit, alert.
     pub sources: sources::SourceSettings,
 }
@@ -46,6 +52,8 @@ impl Default for JobSettings {
             stale_share: 0.1,
             expiry_tick: Duration::from_millis(500),
             objects_tick: Duration::from_secs(1),
+            retention: Duration::from_secs(30 * 86_400),
+            retention_tick: Duration::from_secs(600),
             sources: sources::SourceSettings::default(),
         }
     }
@@ -67,6 +75,12 @@ pub fn spawn(state: AppState, settings: JobSettings, shutdown: watch::Receiver<b
     tokio::spawn(sources::run(
         state.clone(),
         settings.sources.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(retention::run(
+        state.clone(),
+        settings.retention_tick,
+        settings.retention,
         shutdown.clone(),
     ));
     tokio::spawn(objects::run(

@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod nodes;
 pub mod objects;
+pub mod retention;
 pub mod rotations;
 pub mod schema;
 pub mod services;

@@ -1,0 +1,2 @@
+DROP INDEX alert_events_delivered_at;
+DROP INDEX alerts_resolved_at;
