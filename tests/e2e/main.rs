@@ -3,6 +3,7 @@
 mod agent_delivery;
 mod agent_resilience;
 mod api;
+mod bench_floors;
 mod cli;
 mod cli_data;
 mod cli_ops;
