@@ -5,7 +5,7 @@
 
 use ferry_tests::agent::spawn_agent;
 use ferry_tests::{Backend, ControlPlane, bin_path, eventually, spawn_control_plane};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
@@ -315,6 +315,24 @@ async fn status_views(ctl: &Ferryctl<'_>) {
     assert_eq!(only.lines().count(), 2, "header and idle only:\n{only}");
     let nope = ctl.words("status --service nope").await;
     assert!(one_error_line(&nope, 1).contains("nope"));
+
+    // One service a page: the fleet line still covers both, and stderr says how to go on.
+    let first = ctl.words("status --limit 1").await;
+    let table = stdout(&first);
+    assert_eq!(row(&table, "(fleet)")[1], "2", "{table}");
+    assert_eq!(table.lines().count(), 3, "header, fleet and idle:\n{table}");
+    let note = String::from_utf8_lossy(&first.stderr);
+    assert!(note.contains("more services: pass --cursor"), "{note}");
+    let all = json_of(&ctl.words("--json status --limit 1 --all").await);
+    let names: Vec<&str> = all["services"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|s| s["service"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["idle", "web"], "{all}");
+    assert_eq!(
+        (&all["fleet"]["nodes"], &all["next_cursor"]),
+        (&json!(2), &Value::Null)
+    );
 }
 
 /// `alert list` as JSON and as a table, filtered by service, state and limit.

@@ -4,6 +4,7 @@ mod agent_delivery;
 mod agent_resilience;
 mod api;
 mod bench_floors;
+mod bench_staleness;
 mod cli;
 mod cli_data;
 mod cli_ops;

@@ -124,6 +124,10 @@ async fn the_inventory_reports_never_enrolled_nodes_and_flags_unknown_ones() {
     let status = cp.admin().get("/v1/status").await.body;
     assert_eq!(status["services"][0]["never_enrolled"], 1, "{status}");
     assert_eq!(
+        status["fleet"]["never_enrolled"], 1,
+        "the fleet line agrees"
+    );
+    assert_eq!(
         status["services"][0]["stale"], 0,
         "inventory alerts are not staleness"
     );

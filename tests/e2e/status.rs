@@ -1,18 +1,51 @@
 //! The status summary reads counters and small indexes instead of scanning the fleet;
 //! these stories check that what it reads stays true: the per-service node counter
-//! follows enrollment, revocation and service deletion on both backends, and the expiry
-//! figures follow the installed certificates.
+//! follows enrollment, revocation and service deletion on both backends, the expiry
+//! figures follow the installed certificates, and the services come a page at a time
+//! under one fleet line that stays exact over all of them (and only the caller's).
 
 use ferry_tests::agent::spawn_agent;
+use ferry_tests::control_plane::Api;
 use ferry_tests::node::{enroll, p256};
 use ferry_tests::{Backend, ControlPlane, eventually, spawn_control_plane};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 async fn status(cp: &ControlPlane) -> Value {
-    let r = cp.admin().get("/v1/status").await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    status_at(&cp.admin(), "/v1/status").await
+}
+
+async fn status_at(api: &Api, path: &str) -> Value {
+    let r = api.get(path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
     r.body
+}
+
+/// Every page of the summary, `limit` services at a time, from the first.
+async fn pages(api: &Api, limit: u32) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut path = format!("/v1/status?limit={limit}");
+    loop {
+        let page = status_at(api, &path).await;
+        let next = page["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        match next {
+            Some(c) => path = format!("/v1/status?limit={limit}&cursor={c}"),
+            None => return pages,
+        }
+    }
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["services"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| s["service"].as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn line<'a>(status: &'a Value, service: &str) -> &'a Value {
@@ -133,4 +166,140 @@ async fn expiry_figures_follow_the_installed_certificates() {
     assert_eq!(web["ok"], 1);
     assert_eq!(web["pending"], 0);
     assert_eq!(s["fleet"]["expiring_alert_before"], 1);
+}
+
+/// Five admin services and one of tenant acme; nodes enrolled in two of them, none
+/// acknowledged yet (so each is pending).
+async fn services_pages_and_the_fleet_line(backend: Backend) {
+    // Arrange
+    let cp = spawn_control_plane(backend, |_| {}).await;
+    for name in ["api", "db", "mail", "web", "zeta"] {
+        cp.create_service(name, json!({})).await;
+    }
+    let admin = cp.admin();
+    assert_eq!(
+        admin
+            .post("/v1/tenants", json!({ "name": "acme" }))
+            .await
+            .status,
+        201
+    );
+    let token = admin.post("/v1/tenants/acme/tokens", json!({})).await.body["token"]
+        .as_str()
+        .expect("tenant token")
+        .to_owned();
+    let acme = cp.api(Some(&token));
+    let r = acme.post("/v1/services", json!({ "name": "shop" })).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (db, _) = cp.join_token("db", 2, 600).await;
+    let (shop, _) = cp.join_token("shop", 1, 600).await;
+    for (svc, node, token) in [("db", "d1", &db), ("db", "d2", &db), ("shop", "s1", &shop)] {
+        let r = enroll(&cp, svc, node, token, &p256()).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    // Act: the admin walks the summary two services at a time; acme reads its own.
+    let walked = pages(&admin, 2).await;
+    let theirs = pages(&acme, 2).await;
+    let one = status_at(&admin, "/v1/status?service=db").await;
+
+    // Assert: every service exactly once, in name order, at most two to a page.
+    let seen: Vec<String> = walked.iter().flat_map(names).collect();
+    assert_eq!(seen, ["api", "db", "mail", "shop", "web", "zeta"]);
+    assert_eq!(walked.len(), 3, "six services, two a page");
+    // The fleet line is the whole fleet on every page, not the page.
+    for page in &walked {
+        assert_eq!(page["fleet"], walked[0]["fleet"], "{page}");
+    }
+    let fleet = &walked[0]["fleet"];
+    assert_eq!(
+        (fleet["nodes"].as_i64(), fleet["pending"].as_i64()),
+        (Some(3), Some(3)),
+        "{fleet}"
+    );
+    assert_eq!(fleet["ok"], 0);
+    // A tenant's pages and fleet line hold only its services.
+    assert_eq!(theirs.iter().flat_map(names).collect::<Vec<_>>(), ["shop"]);
+    assert_eq!(theirs[0]["fleet"]["nodes"], 1, "{}", theirs[0]);
+    assert_eq!(theirs[0]["next_cursor"], Value::Null);
+    // One service's line, under the same fleet line.
+    assert_eq!(names(&one), ["db"]);
+    assert_eq!(one["services"][0]["nodes"], 2);
+    assert_eq!((&one["fleet"], &one["next_cursor"]), (fleet, &Value::Null));
+}
+
+#[tokio::test]
+async fn services_pages_and_the_fleet_line_pg() {
+    services_pages_and_the_fleet_line(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn services_pages_and_the_fleet_line_sqlite() {
+    services_pages_and_the_fleet_line(Backend::Sqlite).await;
+}
+
+/// What the summary refuses: a page size out of range, a cursor it did not issue, a
+/// service that does not exist or belongs to another tenant, and a service with a
+/// cursor.
+#[tokio::test]
+async fn status_refuses_bad_pages_and_hides_other_tenants_services() {
+    // Arrange
+    let cp = spawn_control_plane(Backend::Sqlite, |_| {}).await;
+    cp.create_service("web", json!({})).await;
+    let admin = cp.admin();
+    assert_eq!(
+        admin
+            .post("/v1/tenants", json!({ "name": "acme" }))
+            .await
+            .status,
+        201
+    );
+    let token = admin.post("/v1/tenants/acme/tokens", json!({})).await.body["token"]
+        .as_str()
+        .expect("tenant token")
+        .to_owned();
+    let acme = cp.api(Some(&token));
+    let only = status_at(&admin, "/v1/status?limit=1").await;
+    assert_eq!(only["next_cursor"], Value::Null, "one service, one page");
+
+    // Act
+    let refusals = [
+        (
+            "/v1/status?limit=0",
+            admin.get("/v1/status?limit=0").await.status,
+        ),
+        (
+            "/v1/status?limit=1001",
+            admin.get("/v1/status?limit=1001").await.status,
+        ),
+        (
+            "/v1/status?cursor=%21%21",
+            admin.get("/v1/status?cursor=%21%21").await.status,
+        ),
+        (
+            "/v1/status?service=nope",
+            admin.get("/v1/status?service=nope").await.status,
+        ),
+        (
+            "acme: /v1/status?service=web",
+            acme.get("/v1/status?service=web").await.status,
+        ),
+        (
+            "/v1/status?service=web&cursor=d2Vi",
+            admin.get("/v1/status?service=web&cursor=d2Vi").await.status,
+        ),
+    ];
+
+    // Assert
+    assert_eq!(
+        refusals,
+        [
+            ("/v1/status?limit=0", 400),
+            ("/v1/status?limit=1001", 400),
+            ("/v1/status?cursor=%21%21", 400),
+            ("/v1/status?service=nope", 404),
+            ("acme: /v1/status?service=web", 404),
+            ("/v1/status?service=web&cursor=d2Vi", 400),
+        ]
+    );
 }

@@ -1,7 +1,7 @@
 //! What the fleet looks like: alerts (`GET /v1/alerts`) and the per-service summary
 //! (`GET /v1/status`), scoped to the caller's tenant.
 
-use super::extract::Caller;
+use super::extract::{Caller, PageQuery, page};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
@@ -156,47 +156,91 @@ impl From<store::status::ServiceCounts> for ServiceStatus {
     }
 }
 
-/// `GET /v1/status`: the fleet and each visible service.
+/// `GET /v1/status?limit=&cursor=&service=`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    /// Services per page, 1..=1000 (default 100), in name order.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this service's line (404 when it does not exist or is not the caller's);
+    /// not combined with `cursor`.
+    pub service: Option<String>,
+}
+
+/// `GET /v1/status`: the fleet total and one page of the visible services.
 #[utoipa::path(
     get,
     path = "/v1/status",
     tag = "alerts",
     operation_id = "getStatus",
-    summary = "The fleet and each visible service at a glance.",
+    summary = "The fleet and a page of the visible services at a glance.",
+    description = "`fleet` is exact over every service the caller sees, on every page; \
+        `services` is one page in name order, continued with `next_cursor`.",
+    params(StatusQuery),
     responses(
         (status = 200, description = "The status summary.", body = doc::StatusSummary),
+        (status = 400, response = doc::BadRequest),
         (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
     ),
     security(("bearer" = [])),
 )]
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
+    Query(q): Query<StatusQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let visible = scope(&state, &caller).await?;
-    let (fleet, lines) = summary(&state, visible).await?;
-    Ok(Json(
-        serde_json::json!({ "fleet": fleet, "services": lines }),
-    ))
+    let page_query = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    };
+    let (limit, after) = (page_query.limit()?, page_query.after()?);
+    let only = match &q.service {
+        Some(_) if q.cursor.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid-query",
+                "service and cursor cannot be combined",
+            ));
+        }
+        Some(svc) => Some(super::services::visible(&state, &caller, svc).await?.name),
+        None => None,
+    };
+    let tenant = caller.tenant.clone();
+    let now = store::now_ms();
+    // One snapshot, so the fleet and the page agree with each other.
+    let (fleet, rows) = state
+        .store
+        .snapshot(move |c| {
+            let fleet = store::status::fleet(c, now, tenant.as_deref())?;
+            let rows = match &only {
+                Some(name) => store::status::named(c, now, name)?.into_iter().collect(),
+                None => {
+                    store::status::page(c, now, tenant.as_deref(), after.as_deref(), limit + 1)?
+                }
+            };
+            Ok::<_, store::StoreError>((fleet, rows))
+        })
+        .await?;
+    let p = page(rows, limit, |r| r.service.clone(), ServiceStatus::from);
+    Ok(Json(serde_json::json!({
+        "fleet": ServiceStatus::from(fleet),
+        "services": p.items,
+        "next_cursor": p.next_cursor,
+    })))
 }
 
-/// The fleet total and one line per service in `visible` (None: every service).
-pub async fn summary(
-    state: &AppState,
-    visible: Option<Vec<String>>,
-) -> Result<(ServiceStatus, Vec<ServiceStatus>), ApiError> {
+/// The fleet total (summed from the lines) and one line per service, for the dashboard
+/// and `/metrics`, which need every service.
+pub async fn summary(state: &AppState) -> Result<(ServiceStatus, Vec<ServiceStatus>), ApiError> {
     let now = store::now_ms();
     let counts = state
         .store
         .read(move |c| store::status::counts(c, now))
         .await?;
-    let visible: Option<std::collections::HashSet<String>> =
-        visible.map(|v| v.into_iter().collect());
-    let lines: Vec<ServiceStatus> = counts
-        .into_iter()
-        .filter(|s| visible.as_ref().is_none_or(|v| v.contains(&s.service)))
-        .map(ServiceStatus::from)
-        .collect();
+    let lines: Vec<ServiceStatus> = counts.into_iter().map(ServiceStatus::from).collect();
     let fleet = lines.iter().fold(
         ServiceStatus {
             service: "*".into(),

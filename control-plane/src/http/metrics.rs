@@ -61,7 +61,7 @@ pub async fn metrics(
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
-    let (_, services) = super::alerts::summary(&state, None).await?;
+    let (_, services) = super::alerts::summary(&state).await?;
     let now = store::now_ms();
     let (deliveries, alerts, expiry, latencies) = state
         .store

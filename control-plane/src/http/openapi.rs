@@ -301,12 +301,15 @@ pub struct AlertList {
     items: Vec<Alert>,
 }
 
-/// The fleet total (`service` is `*`) and one line per visible service.
+/// The fleet total (`service` is `*`, over every visible service) and one page of
+/// visible services in name order.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct StatusSummary {
     fleet: ServiceStatus,
     services: Vec<ServiceStatus>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
 /// A CSR accepted: the version whose bundle carries the new certificate.

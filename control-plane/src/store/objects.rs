@@ -160,18 +160,28 @@ pub fn not_in_inventory(c: &mut Conn<'_>, service: &str) -> QueryResult<Vec<Stri
         .load(c))
 }
 
-/// Never-enrolled counts of every service that has an inventory.
-pub fn never_enrolled_counts(c: &mut Conn<'_>) -> QueryResult<Vec<(String, i64)>> {
+/// Never-enrolled counts of every service that has an inventory, or only of the
+/// services in `only`.
+pub fn never_enrolled_counts(
+    c: &mut Conn<'_>,
+    only: Option<&[String]>,
+) -> QueryResult<Vec<(String, i64)>> {
     use diesel::dsl::{count_star, exists, not};
-    on_backend!(c, c => inventory::table
-        .filter(not(exists(
-            nodes::table
-                .filter(nodes::service.eq(inventory::service))
-                .filter(nodes::node_id.eq(inventory::node_id)),
-        )))
-        .group_by(inventory::service)
-        .select((inventory::service, count_star()))
-        .load(c))
+    on_backend!(c, c => {
+        let mut q = inventory::table
+            .filter(not(exists(
+                nodes::table
+                    .filter(nodes::service.eq(inventory::service))
+                    .filter(nodes::node_id.eq(inventory::node_id)),
+            )))
+            .group_by(inventory::service)
+            .select((inventory::service, count_star()))
+            .into_boxed();
+        if let Some(names) = only {
+            q = q.filter(inventory::service.eq_any(names));
+        }
+        q.load(c)
+    })
 }
 
 /// The ETags last imported for a node ("<cert> <key>").

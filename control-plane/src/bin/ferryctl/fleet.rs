@@ -9,11 +9,14 @@ use crate::output::{NONE, Table, duration, opt_time, time, truncate};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-/// `GET /v1/status`: the fleet total and one line per visible service.
+/// `GET /v1/status`: the fleet total and one page of the visible services.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StatusDoc {
     pub fleet: ServiceStatus,
     pub services: Vec<ServiceStatus>,
+    /// The next page of services (servers that page them).
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// One line of the status summary (`service` is `*` for the fleet).

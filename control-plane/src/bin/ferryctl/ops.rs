@@ -1,7 +1,7 @@
 //! Running a fleet: `status`, `alert list`, `health`, `metrics`, and `completions`
 //! (the one command that needs no server). Output is returned, not printed.
 
-use crate::args::{AlertCmd, AlertListArgs, Cli, MAX_ALERTS, OpsCommand, StatusArgs};
+use crate::args::{AlertCmd, AlertListArgs, Cli, MAX_ALERTS, OpsCommand, PageArgs, StatusArgs};
 use crate::client::Api;
 use crate::commands::{Output, bad_body, pretty, shown};
 use crate::error::CliError;
@@ -36,40 +36,81 @@ pub fn completions(shell: clap_complete::Shell) -> Output {
     Output::text(String::from_utf8_lossy(&script).into_owned())
 }
 
-/// The summary; with `--service`, only that service's line (and with `--json`, the
-/// document narrowed to it). A service missing from the summary is unknown to the
-/// server or hidden from this token, and says so with exit code 1.
+/// The summary: the fleet line and one page of services (every page with `--all`);
+/// with `--service`, only that service's line (and with `--json`, the document
+/// narrowed to it). A service the server does not show is unknown to it or hidden from
+/// this token, and says so with exit code 1.
 async fn status(api: &Api, args: &StatusArgs, json: bool) -> Result<Output, CliError> {
-    let body = api.get(STATUS, &[]).await?;
-    let doc: fleet::StatusDoc = serde_json::from_value(body.clone()).map_err(bad_body)?;
-    let Some(name) = &args.service else {
-        return shown(json, body, |_| {
-            Ok(fleet::status(Some(&doc.fleet), &doc.services))
-        });
-    };
-    let Some(index) = doc.services.iter().position(|s| s.service == name.as_str()) else {
-        return Err(CliError::Unsuccessful(format!(
-            "service {name} is not in the status summary: it does not exist, or this \
-             token cannot see it"
-        )));
-    };
-    if json {
-        return Ok(Output::text(pretty(&narrowed(body, index))));
+    if let Some(name) = &args.service {
+        let body = match api.get(STATUS, &[("service", name.to_string())]).await {
+            Err(CliError::Refused(p)) if p.status == 404 => {
+                return Err(CliError::Unsuccessful(format!(
+                    "service {name} is not in the status summary: it does not exist, or \
+                     this token cannot see it"
+                )));
+            }
+            other => other?,
+        };
+        let doc: fleet::StatusDoc = serde_json::from_value(body.clone()).map_err(bad_body)?;
+        return shown(json, body, |_| Ok(fleet::status(None, &doc.services)));
     }
-    Ok(Output::text(fleet::status(
-        None,
-        &doc.services[index..=index],
-    )))
+    let body = status_pages(api, &args.page).await?;
+    let doc: fleet::StatusDoc = serde_json::from_value(body.clone()).map_err(bad_body)?;
+    let mut out = shown(json, body, |_| {
+        Ok(fleet::status(Some(&doc.fleet), &doc.services))
+    })?;
+    if let (false, Some(cursor)) = (json, doc.next_cursor) {
+        out.notes
+            .push(format!("more services: pass --cursor {cursor} or --all"));
+    }
+    Ok(out)
 }
 
-/// The status document with only `services[index]` left in `services`.
-fn narrowed(mut body: Value, index: usize) -> Value {
-    if let Some(Value::Array(services)) = body.get_mut("services") {
-        let keep = services.get(index).cloned();
-        services.clear();
-        services.extend(keep);
+/// One page of the summary (from `--cursor`), or with `--all` every page's services
+/// appended to the first page, whose fleet line covers them all.
+async fn status_pages(api: &Api, page: &PageArgs) -> Result<Value, CliError> {
+    let bad = |detail: String| CliError::BadResponse {
+        url: STATUS.to_owned(),
+        detail,
+    };
+    let mut cursor = page.cursor.clone();
+    let mut seen = Vec::new();
+    let mut merged: Option<Value> = None;
+    loop {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        query.extend(page.limit.map(|l| ("limit", l.to_string())));
+        query.extend(cursor.clone().map(|c| ("cursor", c)));
+        let mut body = api.get(STATUS, &query).await?;
+        if !page.all {
+            return Ok(body);
+        }
+        let next = match body.get("next_cursor") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) => Some(c.clone()),
+            Some(_) => return Err(bad("next_cursor is not a string".to_owned())),
+        };
+        let Some(Value::Array(services)) = body.get_mut("services").map(Value::take) else {
+            return Err(bad("the summary has no services array".to_owned()));
+        };
+        let all =
+            merged.get_or_insert_with(|| json!({ "fleet": body["fleet"].take(), "services": [] }));
+        if let Some(Value::Array(kept)) = all.get_mut("services") {
+            kept.extend(services);
+        }
+        match next {
+            Some(c) if seen.contains(&c) => {
+                return Err(bad(format!("cursor {c:?} came back twice; stopping")));
+            }
+            Some(c) => {
+                seen.push(c.clone());
+                cursor = Some(c);
+            }
+            None => break,
+        }
     }
-    body
+    let mut all = merged.unwrap_or_default();
+    all["next_cursor"] = Value::Null;
+    Ok(all)
 }
 
 async fn alert_list(api: &Api, args: &AlertListArgs, json: bool) -> Result<Output, CliError> {
@@ -134,17 +175,5 @@ mod tests {
         }
         let fish = completions(clap_complete::Shell::Fish).stdout;
         assert!(fish.contains("complete -c ferryctl"), "{fish}");
-    }
-
-    #[test]
-    fn status_narrowing_keeps_the_document_shape() {
-        let body = json!({
-            "fleet": { "service": "*" },
-            "services": [{ "service": "api" }, { "service": "web" }]
-        });
-        assert_eq!(
-            narrowed(body, 1),
-            json!({ "fleet": { "service": "*" }, "services": [{ "service": "web" }] })
-        );
     }
 }

@@ -115,7 +115,7 @@ pub async fn dashboard(
     State(state): State<AppState>,
     _session: Session,
 ) -> Result<Response, PageError> {
-    let (fleet, services) = super::alerts::summary(&state, None).await?;
+    let (fleet, services) = super::alerts::summary(&state).await?;
     let (alerts, deliveries, rotations) = state
         .store
         .read(|c| {

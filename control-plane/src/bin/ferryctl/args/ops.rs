@@ -4,6 +4,7 @@
 //! A webhook's signing secret is made by the server and shown once, so `webhook set`
 //! takes a file to write it to and never a secret on the command line or on stdout.
 
+use super::PageArgs;
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_shared::ServiceName;
 use std::path::PathBuf;
@@ -50,8 +51,11 @@ impl OpsCommand {
 pub struct StatusArgs {
     /// Show only this service. With --json the document keeps its shape, with only this
     /// service in `services`.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", conflicts_with_all = ["cursor", "all"])]
     pub service: Option<ServiceName>,
+    /// Services are listed a page at a time (the fleet line always covers them all).
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,16 +147,24 @@ mod tests {
 
     #[test]
     fn status_and_alert_list_flags() {
-        assert!(matches!(
-            ops(&["status"]),
-            OpsCommand::Status(StatusArgs { service: None })
-        ));
-        let OpsCommand::Status(StatusArgs { service: Some(s) }) =
-            ops(&["status", "--service", "web"])
+        let OpsCommand::Status(all) = ops(&["status"]) else {
+            panic!("not status");
+        };
+        assert_eq!((all.service, all.page), (None, PageArgs::default()));
+        let OpsCommand::Status(StatusArgs {
+            service: Some(s), ..
+        }) = ops(&["status", "--service", "web"])
         else {
             panic!("no service");
         };
         assert_eq!(s.as_str(), "web");
+        let OpsCommand::Status(paged) = ops(&["status", "--limit", "20", "--all"]) else {
+            panic!("not status");
+        };
+        assert_eq!((paged.page.limit, paged.page.all), (Some(20), true));
+        // One service's line has no pages to follow.
+        assert!(parse(&["status", "--service", "web", "--all"]).is_err());
+        assert!(parse(&["status", "--service", "web", "--cursor", "c"]).is_err());
 
         let OpsCommand::Alert(AlertCmd::List(a)) = ops(&[
             "alert",
