@@ -3,6 +3,7 @@
 mod agent_delivery;
 mod agent_resilience;
 mod api;
+mod bench_fleet;
 mod bench_floors;
 mod bench_staleness;
 mod cli;

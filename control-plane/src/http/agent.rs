@@ -99,11 +99,6 @@ pub async fn enroll(
                 ));
             }
             let (svc, cert) = issue_identity(c, &st, &spiffe, &req.csr, now)?;
-            if !store::join_tokens::consume(c, &token.id, now_ms)? {
-                return Err(ApiError::forbidden(
-                    "join token has no uses left; create a new one",
-                ));
-            }
             let existing = store::nodes::get(c, spiffe.service.as_str(), spiffe.node.as_str())?;
             let not_after = store::ms(cert.not_after);
             let action = if existing.is_some() {
@@ -158,6 +153,13 @@ pub async fn enroll(
                     detail: serde_json::json!({ "serial": cert.serial }).to_string(),
                 },
             )?;
+            // Last, so the token's row stays locked only until the commit: enrollments
+            // with one token serialize on it (docs/benchmarks.md, enrollment storm).
+            if !store::join_tokens::consume(c, &token.id, now_ms)? {
+                return Err(ApiError::forbidden(
+                    "join token has no uses left; create a new one",
+                ));
+            }
             Ok::<_, ApiError>(cert)
         })
         .await?;

@@ -1,6 +1,4 @@
-//! `ferry-bench`: benchmarks that print figures, run by `scripts/bench.sh`.
-//!
-//! `refresh-latency`: N agents (the real agent library, real mTLS, each with its own
+//! `ferry-bench refresh-latency`: N agents (the real agent library, real mTLS, each with its own
 //! state and install directories) hold long-polls on one control plane over PostgreSQL;
 //! R forced refreshes are sent to random nodes at a fixed rate; the latency of each is
 //! the control plane's own record, from the refresh call to the ack persisted
@@ -11,20 +9,14 @@ use ferry_tests::{Backend, eventually, spawn_control_plane};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(default)
-}
+use crate::arg;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() {
+/// Runs the in-process refresh-latency benchmark (issue 4's figures).
+pub async fn run() {
     let agents = arg("--agents", 1000) as usize;
     let refreshes = arg("--refreshes", 500) as usize;
     let rate = arg("--rate", 50);
