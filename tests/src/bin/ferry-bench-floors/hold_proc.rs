@@ -4,6 +4,12 @@
 //! mTLS handshake), printing `held <n>` whenever the count changes. The clients open
 //! their share of connections (bounded in flight), print `connected <n>` and keep them
 //! idle. Both run until their stdin closes, so neither outlives the parent.
+//!
+//! A client counts a connection only once the server has shown it has it: the TLS
+//! handshake, or for plain TCP one byte the server writes when it starts holding. A
+//! connect() alone is not proof: when the accept queue overflows, Linux drops the final
+//! ACK (or a SYN-cookie ACK) and the client believes in a connection the server never
+//! sees. Those are retried.
 
 use crate::Opts;
 use crate::certs;
@@ -12,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -21,7 +27,11 @@ pub const SERVER: &str = "__hold-server";
 pub const CLIENTS: &str = "__hold-clients";
 
 /// Handshakes (or connects) in flight per client process.
-const IN_FLIGHT: usize = 128;
+const IN_FLIGHT: usize = 64;
+/// The server's listen backlog (net.core.somaxconn caps it).
+const BACKLOG: u32 = 4096;
+/// How long a client waits for the server's proof that it holds a connection.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -67,7 +77,10 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-async fn hold(mut conn: impl AsyncRead + Unpin, held: Arc<AtomicUsize>) {
+async fn hold(mut conn: impl AsyncRead + AsyncWrite + Unpin, held: Arc<AtomicUsize>, greet: bool) {
+    if greet && conn.write_all(b"!").await.is_err() {
+        return;
+    }
     held.fetch_add(1, Ordering::Relaxed);
     let mut byte = [0u8; 1];
     let _ = conn.read(&mut byte).await;
@@ -88,13 +101,13 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, held: Arc<
         let held = held.clone();
         match &tls {
             None => {
-                tokio::spawn(hold(tcp, held));
+                tokio::spawn(hold(tcp, held, true));
             }
             Some(acceptor) => {
                 let accept = acceptor.accept(tcp);
                 tokio::spawn(async move {
                     match accept.await {
-                        Ok(stream) => hold(stream, held).await,
+                        Ok(stream) => hold(stream, held, false).await,
                         Err(e) => eprintln!("hold server: handshake: {e}"),
                     }
                 });
@@ -114,7 +127,9 @@ pub fn server(opts: &Opts) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(([127, 0, 0, 1], 0).into())?;
+        let listener = socket.listen(BACKLOG)?;
         say(&format!("port {}", listener.local_addr()?.port()));
         let held = Arc::new(AtomicUsize::new(0));
         tokio::spawn(accept_loop(listener, tls, held.clone()));
@@ -140,14 +155,22 @@ pub fn server(opts: &Opts) -> Result<()> {
 type Held = Box<dyn Send>;
 
 async fn connect(port: u16, tls: Option<TlsConnector>) -> Result<Held> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    Ok(match tls {
-        None => Box::new(tcp),
-        Some(c) => {
-            let name = rustls_pki_types::ServerName::try_from("localhost")?;
-            Box::new(c.connect(name, tcp).await?)
-        }
-    })
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let proven = tokio::time::timeout(PROOF_TIMEOUT, async {
+        anyhow::Ok(match tls {
+            None => {
+                tcp.read_exact(&mut [0u8; 1]).await?;
+                Box::new(tcp) as Held
+            }
+            Some(c) => {
+                let name = rustls_pki_types::ServerName::try_from("localhost")?;
+                Box::new(c.connect(name, tcp).await?)
+            }
+        })
+    });
+    proven
+        .await
+        .context("the server did not show it holds the connection")?
 }
 
 /// `__hold-clients --kind tcp|tls --dir CERTS --port P --count N`
@@ -175,7 +198,7 @@ pub fn clients(opts: &Opts) -> Result<()> {
                 Some(Ok(Ok(conn))) => conns.push(conn),
                 Some(Ok(Err(e))) => {
                     failures += 1;
-                    if failures > 10 + count / 100 {
+                    if failures > 10 + count / 10 {
                         bail!("{failures} connections failed, the last: {e:#}");
                     }
                     started -= 1; // try that one again
