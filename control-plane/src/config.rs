@@ -71,6 +71,8 @@ pub struct Config {
     pub seen_granularity: Duration,
     /// Where `s3://` URLs (inventories, imported certificates) are read from.
     pub s3: S3Settings,
+    /// Per-address limits: join-token guessing and concurrent connections.
+    pub limits: crate::http::limits::LimitSettings,
 }
 
 /// S3 access: AWS's standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -103,6 +105,7 @@ impl Config {
             jobs: crate::jobs::JobSettings::default(),
             seen_granularity: Duration::from_secs(30),
             s3: S3Settings::default(),
+            limits: Default::default(),
         }
     }
 
@@ -219,6 +222,24 @@ impl Config {
             }
             cfg.jobs.delivery_timeout = Duration::from_secs(secs);
         }
+        if let Some(n) = file.enroll_max_failures {
+            cfg.limits.enroll_max_failures = n;
+        }
+        if let Some(secs) = file.enroll_failure_window_seconds {
+            if !(1..=86_400).contains(&secs) {
+                return Err(ConfigError::Invalid {
+                    key: "enroll_failure_window_seconds",
+                    message: "must be 1..=86400".into(),
+                });
+            }
+            cfg.limits.enroll_failure_window = Duration::from_secs(secs);
+        }
+        if let Some(n) = file.max_connections_per_address {
+            cfg.limits.max_connections_per_address = n;
+        }
+        if let Some(b) = file.limit_loopback_connections {
+            cfg.limits.limit_loopback_connections = b;
+        }
         Ok(cfg)
     }
 }
@@ -248,6 +269,10 @@ struct FileConfig {
     log_json: Option<bool>,
     delivery_timeout_seconds: Option<u64>,
     retention_days: Option<u64>,
+    enroll_max_failures: Option<u32>,
+    enroll_failure_window_seconds: Option<u64>,
+    max_connections_per_address: Option<u32>,
+    limit_loopback_connections: Option<bool>,
 }
 
 impl FileConfig {
@@ -334,6 +359,41 @@ mod tests {
         assert!(
             Config::load(&flags, &bad).is_err(),
             "an endpoint without a scheme"
+        );
+    }
+
+    #[test]
+    fn per_address_limits_default_generously_and_read_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cp.toml");
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let defaults = Config::new("d").limits;
+        assert_eq!(defaults.enroll_max_failures, 10);
+        assert!(
+            !defaults.limit_loopback_connections,
+            "benchmarks connect from loopback"
+        );
+        std::fs::write(
+            &file,
+            "enroll_max_failures = 3\nenroll_failure_window_seconds = 30\n\
+             max_connections_per_address = 64\nlimit_loopback_connections = true\n",
+        )
+        .expect("write");
+
+        let limits = Config::load(&flags, &no_env).expect("valid").limits;
+
+        assert_eq!(limits.enroll_max_failures, 3);
+        assert_eq!(limits.enroll_failure_window, Duration::from_secs(30));
+        assert_eq!(limits.max_connections_per_address, 64);
+        assert!(limits.limit_loopback_connections);
+        std::fs::write(&file, "enroll_failure_window_seconds = 0\n").expect("write");
+        let err = Config::load(&flags, &no_env).expect_err("zero window");
+        assert!(
+            err.to_string().contains("enroll_failure_window_seconds"),
+            "{err}"
         );
     }
 }

@@ -9,6 +9,7 @@ use crate::ca::Ca;
 use crate::ca::sealing::MasterKey;
 use crate::config::{Config, Secret};
 use crate::delivery::{Waiters, notify};
+use crate::http::limits::{ConnLimiter, EnrollGuard};
 use crate::http::tls::{self, ServerCertResolver};
 use crate::http::{AppState, router::router};
 use crate::http::{JobWakers, Stats};
@@ -39,6 +40,7 @@ pub struct App {
     pub new_admin_token: Option<String>,
     database_url: Option<Secret>,
     jobs: JobSettings,
+    conn_limiter: Arc<ConnLimiter>,
 }
 
 impl App {
@@ -70,6 +72,7 @@ impl App {
             stats: Arc::new(Stats::default()),
             seen_granularity: cfg.seen_granularity,
             objects: crate::objects::Objects::new(cfg.s3.clone()),
+            enroll_guard: Arc::new(EnrollGuard::new(&cfg.limits)),
         };
         Ok(Self {
             addr,
@@ -80,6 +83,7 @@ impl App {
             new_admin_token,
             database_url: cfg.database_url,
             jobs: cfg.jobs,
+            conn_limiter: ConnLimiter::new(&cfg.limits),
         })
     }
 
@@ -151,7 +155,18 @@ impl App {
         });
         jobs::spawn(self.state.clone(), self.jobs.clone(), shutdown.clone());
         tracing::info!(addr = %self.addr, backend = self.state.store.backend_name(), "control plane listening");
-        tls::serve(self.listener, tls_config, router(self.state), shutdown).await;
+        let edge = tls::Edge {
+            conns: self.conn_limiter,
+            stats: self.state.stats.clone(),
+        };
+        tls::serve(
+            self.listener,
+            tls_config,
+            router(self.state),
+            edge,
+            shutdown,
+        )
+        .await;
         listen_stop.store(true, Ordering::Relaxed);
         if let Some(t) = listener_thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;

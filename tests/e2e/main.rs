@@ -1,5 +1,6 @@
 //! End-to-end scenarios, one module each, against real databases and real TLS.
 
+mod adversarial;
 mod agent_delivery;
 mod agent_resilience;
 mod api;

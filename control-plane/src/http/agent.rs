@@ -1,17 +1,89 @@
 //! The agent API: enrollment with a join token (the only agent call without a client
 //! certificate), identity renewal over mTLS, and `whoami`.
+//!
+//! Enrollment is the one call an anonymous client can use to test secrets, so each
+//! address gets a few unknown join tokens per window ([`EnrollGuard`]); after that it
+//! is answered 429 without touching the database until the window ends, and the first
+//! refusal of each window is audited (`enroll.refused`).
 
 use super::extract::{AgentIdentity, ApiJson};
+use super::limits::{ClientAddr, EnrollGuard, Refusal};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::ca::IssuedCert;
 use crate::store::{self, audit::NewAudit, nodes::NodeRow, services::ServiceRow};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use ferry_shared::api::{EnrollRequest, IdentityIssued, RenewRequest, WhoAmI};
 use ferry_shared::hash::sha256_hex;
 use ferry_shared::{KeyType, SpiffeId};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 use time::OffsetDateTime;
+
+/// Errors of `enroll`: the usual API errors, or a refusal by the guessing guard.
+#[derive(Debug)]
+pub enum EnrollError {
+    Api(ApiError),
+    Refused(Refusal),
+}
+
+impl From<ApiError> for EnrollError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl IntoResponse for EnrollError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(e) => e.into_response(),
+            Self::Refused(r) => r.into_response(),
+        }
+    }
+}
+
+/// Answers a refused address; the first refusal of its window is audited (once, so
+/// a flood of refused requests cannot turn into a flood of writes).
+async fn refuse(state: &AppState, ip: IpAddr, refusal: Refusal) -> EnrollError {
+    state.stats.enroll_refused.fetch_add(1, Ordering::Relaxed);
+    if refusal.first {
+        tracing::warn!(client = %ip, failures = refusal.failures, "enrollments refused: too many unknown join tokens");
+        let entry = NewAudit {
+            at: store::now_ms(),
+            actor: format!("address:{ip}"),
+            tenant: None,
+            action: "enroll.refused".into(),
+            target: ip.to_string(),
+            detail: serde_json::json!({
+                "failures": refusal.failures,
+                "window_seconds": state.enroll_guard.window().as_secs(),
+                "retry_after_seconds": refusal.retry_after.as_secs(),
+            })
+            .to_string(),
+        };
+        let written = state
+            .store
+            .write(move |c| store::audit::record(c, &entry).map_err(ApiError::from))
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = ?e, "cannot audit a refused enrollment");
+        }
+    }
+    EnrollError::Refused(refusal)
+}
+
+/// Counts a refused join token (unknown, or for another service) against `ip`.
+fn count_failure(guard: &EnrollGuard, ip: Option<IpAddr>, result: &Result<IssuedCert, ApiError>) {
+    if let (Some(ip), Err(ApiError::Client { status, .. })) = (ip, result)
+        && *status == StatusCode::UNAUTHORIZED
+    {
+        guard.record_failure(ip, Instant::now());
+    }
+}
 
 fn identity_response(
     state: &AppState,
@@ -64,12 +136,20 @@ fn issue_identity(
         (status = 403, response = doc::Forbidden),
         (status = 404, response = doc::NotFound),
         (status = 422, response = doc::Unprocessable),
+        (status = 429, response = doc::TooManyRequests),
     ),
 )]
 pub async fn enroll(
     State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
     ApiJson(req): ApiJson<EnrollRequest>,
-) -> Result<Json<IdentityIssued>, ApiError> {
+) -> Result<Json<IdentityIssued>, EnrollError> {
+    let ip = client.map(|Extension(ClientAddr(addr))| addr.ip());
+    if let Some(ip) = ip
+        && let Err(refusal) = state.enroll_guard.check(ip, Instant::now())
+    {
+        return Err(refuse(&state, ip, refusal).await);
+    }
     let id = SpiffeId {
         trust_domain: state.trust_domain.clone(),
         service: req.service.clone(),
@@ -162,7 +242,9 @@ pub async fn enroll(
             }
             Ok::<_, ApiError>(cert)
         })
-        .await?;
+        .await;
+    count_failure(&state.enroll_guard, ip, &issued);
+    let issued = issued?;
     tracing::info!(spiffe_id = %id, serial = %issued.serial, "node enrolled");
     Ok(Json(identity_response(
         &state,

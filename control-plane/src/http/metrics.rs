@@ -200,6 +200,21 @@ pub async fn metrics(
         &[],
         stats.acks.load(Ordering::Relaxed) as f64,
     );
+    for (name, help, v) in [
+        (
+            "ferry_enroll_refused_total",
+            "Enrollments refused with 429 by this replica (too many unknown join tokens from one address).",
+            &stats.enroll_refused,
+        ),
+        (
+            "ferry_connections_refused_total",
+            "Connections closed at accept by this replica (too many open from one address).",
+            &stats.connections_refused,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], v.load(Ordering::Relaxed) as f64);
+    }
     o.family(
         "ferry_job_last_pass_seconds",
         "gauge",

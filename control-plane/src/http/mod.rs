@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod imports;
+pub mod limits;
 pub mod metadata;
 pub mod metrics;
 pub mod nodes;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub seen_granularity: Duration,
     /// Reads customer objects (inventories, imported certificates).
     pub objects: crate::objects::Objects,
+    /// Refuses enrollments from addresses that keep guessing join tokens.
+    pub enroll_guard: Arc<limits::EnrollGuard>,
 }
 
 /// Counters of this replica since it started (exported by `/metrics`).
@@ -63,6 +66,10 @@ pub struct Stats {
     pub polls_not_modified: std::sync::atomic::AtomicU64,
     /// Acks persisted.
     pub acks: std::sync::atomic::AtomicU64,
+    /// Enrollments refused with 429 (too many unknown join tokens from one address).
+    pub enroll_refused: std::sync::atomic::AtomicU64,
+    /// Connections closed at accept (too many open from one address).
+    pub connections_refused: std::sync::atomic::AtomicU64,
     /// Duration of the last pass of each job, milliseconds.
     pub renewal_pass_ms: std::sync::atomic::AtomicU64,
     pub rotation_pass_ms: std::sync::atomic::AtomicU64,

@@ -58,7 +58,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         schemas(Problem, ServiceName, NodeId, TenantName),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable,
-            BodyTooLarge, UnsupportedMediaType, InternalError, NotReady,
+            BodyTooLarge, UnsupportedMediaType, TooManyRequests, InternalError, NotReady,
         ),
     ),
     modifiers(&SecuritySchemes, &CommonResponses),
@@ -206,6 +206,9 @@ problem_responses! {
     BodyTooLarge;
     /// The request body is not `application/json`.
     UnsupportedMediaType;
+    /// Too many refused attempts from the client's address (join-token guessing); the
+    /// `retry-after` header says when to try again.
+    TooManyRequests;
     /// Something the client cannot fix; logged on the server, no detail given.
     InternalError;
     /// The database is unreachable or its migrations are pending.

@@ -4,9 +4,17 @@
 //! (client certificate chaining to the Ferry CA, verified by rustls during the
 //! handshake; expired or foreign certificates never reach a handler). The verified
 //! leaf is parsed once per connection into a [`PeerCert`] request extension, which
-//! `AgentIdentity` then checks against the store.
+//! `AgentIdentity` then checks against the store. The client's address goes along as a
+//! [`ClientAddr`] extension.
+//!
+//! Slow or hostile clients: a connection over the per-address limit is closed right
+//! after accept (before any TLS work); a handshake must finish within
+//! [`HANDSHAKE_TIMEOUT`] and HTTP/1.1 request headers arrive within
+//! [`HEADER_READ_TIMEOUT`].
 
+use super::Stats;
 use super::extract::PeerCert;
+use super::limits::{ClientAddr, ConnLimiter};
 use crate::ca::Ca;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +25,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -24,8 +33,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// A client that has not finished the TLS handshake by then is disconnected.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1.1 client that has not sent a request's headers by then is disconnected.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -103,12 +114,19 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// What the accept loop shares with the rest of the replica.
+pub struct Edge {
+    pub conns: Arc<ConnLimiter>,
+    pub stats: Arc<Stats>,
+}
+
 /// Accepts connections until `shutdown` turns true; then stops accepting and drops
 /// open connections.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    edge: Edge,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -126,9 +144,18 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = edge.conns.try_acquire(peer_addr.ip()) else {
+            edge.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %peer_addr, "too many connections from this address; closed");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, router, mut shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let _slot = slot; // held for the connection's lifetime
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -149,6 +176,7 @@ pub async fn serve(
             let svc = router.map_request(
                 move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(ClientAddr(peer_addr));
                     req
                 },
             );
