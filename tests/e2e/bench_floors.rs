@@ -3,8 +3,8 @@
 //! figure it promises (held connections, PostgreSQL, signing, agent footprint) with a
 //! positive value.
 
-use ferry_tests::{Backend, TestDb, bin_path};
-use std::collections::HashMap;
+use ferry_tests::{Backend, TestDb, bench::smoke_run, bin_path};
+use std::ffi::OsStr;
 
 /// Every figure the smoke run prints, and whether zero is a valid value (an idle agent
 /// may well use no measurable CPU in a 10 s window).
@@ -32,43 +32,33 @@ const FIGURES: &[(&str, bool)] = &[
 
 #[test]
 fn smoke_run_prints_every_figure() {
+    // Arrange
     let dir = tempfile::tempdir().expect("tempdir");
     let db = TestDb::new(Backend::Postgres, dir.path());
     let url = db.url.clone().expect("PostgreSQL URL");
-    let started = std::time::Instant::now();
-    let out = std::process::Command::new(bin_path("ferry-bench-floors"))
-        .args(["all", "--smoke", "--url", &url])
-        // The agent built with this test run, not a release build of another commit.
-        .arg("--agent-bin")
-        .arg(bin_path("ferry-agent"))
-        .output()
-        .expect("ferry-bench-floors runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "ferry-bench-floors failed ({}):\n{stdout}\n{stderr}",
-        out.status
+    // The agent built with this test run, not a release build of another commit.
+    let agent = bin_path("ferry-agent");
+
+    // Act
+    let run = smoke_run(
+        "ferry-bench-floors",
+        [
+            OsStr::new("all"),
+            OsStr::new("--smoke"),
+            OsStr::new("--url"),
+            OsStr::new(&url),
+            OsStr::new("--agent-bin"),
+            agent.as_os_str(),
+        ],
     );
-    let figures: HashMap<&str, f64> = stdout
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.strip_prefix("figure ")?.split_whitespace();
-            let (key, value, _unit) = (f.next()?, f.next()?, f.next()?);
-            Some((key, value.parse().ok()?))
-        })
-        .collect();
+
+    // Assert
     for (key, zero_ok) in FIGURES {
-        let v = figures
-            .get(key)
-            .unwrap_or_else(|| panic!("figure {key} missing from:\n{stdout}"));
+        let v = run.figure(key);
         assert!(
-            v.is_finite() && (*v > 0.0 || (*zero_ok && *v == 0.0)),
-            "figure {key} = {v}:\n{stdout}"
+            v.is_finite() && (v > 0.0 || (*zero_ok && v == 0.0)),
+            "figure {key} = {v}:\n{}",
+            run.stdout
         );
     }
-    eprintln!(
-        "ferry-bench-floors all --smoke took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
 }

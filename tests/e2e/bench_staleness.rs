@@ -3,7 +3,7 @@
 //! see the detector fire, and print every figure with its EXPLAIN plans and the table
 //! against the target.
 
-use ferry_tests::bin_path;
+use ferry_tests::bench::smoke_run;
 
 /// Every figure the smoke run prints: the big service has more than one node page, the
 /// 50 services fit on one status page (so there is no later one).
@@ -18,37 +18,18 @@ const FIGURES: [&str; 8] = [
     "dashboard",
 ];
 
-#[tokio::test]
-async fn the_database_paths_benchmark_smoke_run_prints_every_figure() {
+#[test]
+fn the_database_paths_benchmark_smoke_run_prints_every_figure() {
     // Arrange: PostgreSQL from FERRY_TEST_DATABASE_URL, as every PostgreSQL test.
-    let bench = bin_path("ferry-bench-staleness");
 
     // Act
-    let out = tokio::process::Command::new(bench)
-        .arg("--smoke")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("ferry-bench-staleness runs");
+    let run = smoke_run("ferry-bench-staleness", ["--smoke"]);
 
     // Assert
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ferry-bench-staleness --smoke failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = &run.stdout;
     for key in FIGURES {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("figure {key} ")))
-            .unwrap_or_else(|| panic!("figure {key} missing from:\n{stdout}"));
-        let ms: f64 = line
-            .split_whitespace()
-            .nth(2)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no value in {line:?}"));
-        assert!(ms.is_finite() && ms > 0.0, "{line}");
+        let ms = run.figure(key);
+        assert!(ms.is_finite() && ms > 0.0, "figure {key} = {ms}");
     }
     for plan in [
         "renewal: pick",
