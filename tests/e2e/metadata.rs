@@ -170,6 +170,38 @@ async fn a_value_with_a_ttl_leaves_the_installed_bundle_within_two_seconds_of_ex
 }
 
 #[tokio::test]
+async fn the_bundle_served_after_a_change_records_its_hash_so_the_ack_needs_no_second_assembly() {
+    // Arrange: a node with its first bundle installed.
+    let cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
+    cp.create_service("web", json!({})).await;
+    let (token, _) = cp.join_token("web", 1, 600).await;
+    let agent = spawn_agent(&cp, "web", "n1", &token, quick).await;
+    installed_where(&agent, "installed", |_| true).await;
+
+    // Act: a service-wide change bumps the version without computing any node's hash.
+    put(
+        &cp,
+        "/v1/services/web/metadata/tier",
+        json!({ "value": "gold" }),
+    )
+    .await;
+    let installed = installed_where(&agent, "the change arrives", |m| m.contains_key("tier")).await;
+
+    // Assert: serving it recorded the hash of what was served, which is what the agent
+    // installed and acknowledged.
+    let node = eventually("the ack", Duration::from_secs(20), || async {
+        let n = cp.admin().get("/v1/services/web/nodes/n1").await.body;
+        (n["acked_version"] == installed.version).then_some(n)
+    })
+    .await;
+    assert_eq!(node["desired_version"], installed.version, "{node}");
+    assert_eq!(node["desired_hash"], installed.hash.as_str(), "{node}");
+    assert_eq!(node["acked_hash"], installed.hash.as_str(), "{node}");
+    let mut agent = agent;
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn a_service_change_reaching_10000_nodes_is_a_bounded_number_of_statements() {
     let cp = spawn_control_plane(Backend::Postgres, |cfg| {
         // Quiet jobs: the statement counter then sees the request alone.

@@ -69,6 +69,21 @@ impl Serve<'_> {
         now_ms: i64,
         with_key: bool,
     ) -> Result<Option<Bundle>, CurrentError> {
+        Ok(self
+            .current_and_cached(c, service, node_id, now_ms, with_key)?
+            .map(|(bundle, _)| bundle))
+    }
+
+    /// [`Self::current`], and whether the node row already records the bundle's content
+    /// hash (false after a metadata change, until someone caches it).
+    pub fn current_and_cached(
+        &self,
+        c: &mut Conn<'_>,
+        service: &str,
+        node_id: &str,
+        now_ms: i64,
+        with_key: bool,
+    ) -> Result<Option<(Bundle, bool)>, CurrentError> {
         let Some(node) = store::nodes::get(c, service, node_id)? else {
             return Ok(None);
         };
@@ -99,21 +114,25 @@ impl Serve<'_> {
             &trust_bundle,
             &metadata_json,
         );
-        Ok(Some(Bundle {
-            version: node.desired_version.max(row.version),
-            content_hash,
-            certificate: row.cert_pem,
-            chain,
-            private_key: private_key.filter(|_| with_key),
-            trust_bundle,
-            metadata,
-            not_after: row.not_after.map(store::from_ms),
-            csr_required: row.csr_required,
-            csr_key_type: svc
-                .as_ref()
-                .filter(|_| row.csr_required)
-                .and_then(|s| s.key_type.parse::<KeyType>().ok()),
-            alert_before_seconds: svc.as_ref().map(|s| s.alert_before_seconds as u64),
-        }))
+        let cached = node.desired_hash.is_some();
+        Ok(Some((
+            Bundle {
+                version: node.desired_version.max(row.version),
+                content_hash,
+                certificate: row.cert_pem,
+                chain,
+                private_key: private_key.filter(|_| with_key),
+                trust_bundle,
+                metadata,
+                not_after: row.not_after.map(store::from_ms),
+                csr_required: row.csr_required,
+                csr_key_type: svc
+                    .as_ref()
+                    .filter(|_| row.csr_required)
+                    .and_then(|s| s.key_type.parse::<KeyType>().ok()),
+                alert_before_seconds: svc.as_ref().map(|s| s.alert_before_seconds as u64),
+            },
+            cached,
+        )))
     }
 }

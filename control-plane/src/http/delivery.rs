@@ -102,11 +102,24 @@ pub async fn bundle(
                 .store
                 .snapshot(move |c| {
                     serve(&st)
-                        .current(c, &s, &n, store::now_ms(), true)
+                        .current_and_cached(c, &s, &n, store::now_ms(), true)
                         .map_err(|e| ApiError::Internal(e.into()))
                 })
                 .await?;
-            if let Some(bundle) = found {
+            if let Some((bundle, cached)) = found {
+                if !cached {
+                    // Served after a metadata change: keep the hash for the ack.
+                    let (s, n, v, h) = (
+                        svc.clone(),
+                        node.clone(),
+                        bundle.version,
+                        bundle.content_hash.clone(),
+                    );
+                    state
+                        .store
+                        .read(move |c| store::nodes::cache_desired_hash(c, &s, &n, v, &h))
+                        .await?;
+                }
                 let body = BundleResponse {
                     bundle,
                     server_time: OffsetDateTime::now_utc(),

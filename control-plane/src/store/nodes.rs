@@ -154,6 +154,28 @@ pub fn touch(c: &mut Conn<'_>, service: &str, node_id: &str, now: i64) -> QueryR
     .map(drop)
 }
 
+/// Remembers the content hash served at `version` when a metadata change left it unset,
+/// so the ack of that version compares with it instead of assembling the bundle again.
+/// A later change (a higher version) is never overwritten: the update then matches
+/// nothing.
+pub fn cache_desired_hash(
+    c: &mut Conn<'_>,
+    service: &str,
+    node_id: &str,
+    version: i64,
+    hash: &str,
+) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(
+        nodes::table
+            .find((service, node_id))
+            .filter(nodes::desired_version.eq(version))
+            .filter(nodes::desired_hash.is_null()),
+    )
+    .set(nodes::desired_hash.eq(hash))
+    .execute(c))
+    .map(drop)
+}
+
 /// Records a new desired version (the bundle row is written beside it).
 pub fn set_desired(
     c: &mut Conn<'_>,
