@@ -12,6 +12,7 @@ mod cli_data;
 mod cli_ops;
 mod dashboard;
 mod delivery;
+mod faults;
 mod identity;
 mod metadata;
 mod metrics;
