@@ -207,7 +207,8 @@ impl Swarm {
         bail!("a swarm ended before it enrolled")
     }
 
-    /// The last `stats` line so far is not needed: drain stdout so the child never blocks.
+    /// Keeps reading the swarm's `stats` lines (unused here) so its stdout pipe never fills
+    /// and blocks it.
     pub fn drain(mut self) -> RunningSwarm {
         let task =
             tokio::spawn(async move { while let Ok(Some(_)) = self.lines.next_line().await {} });
