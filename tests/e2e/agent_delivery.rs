@@ -245,8 +245,16 @@ async fn node_key_mode_delivers_certificates_for_keys_that_never_leave_the_node(
         cp.db.raw_bundle_key("vault", "n1").is_none(),
         "the control plane stores no node-key-mode key"
     );
-    let node = cp.admin().get("/v1/services/vault/nodes/n1").await.body;
-    assert_eq!(node["acked_hash"], first.hash.as_str());
+    // The agent acks after it installs, so the ack may trail the files.
+    eventually(
+        "the ack names the hash of the installed files",
+        Duration::from_secs(30),
+        || async {
+            let node = cp.admin().get("/v1/services/vault/nodes/n1").await.body;
+            (node["acked_hash"] == first.hash.as_str()).then_some(())
+        },
+    )
+    .await;
 
     // A refresh makes the node generate a fresh key and send a new CSR.
     assert_eq!(
