@@ -86,6 +86,9 @@ pub struct SettingsArgs {
     /// Seconds before the reload command is killed [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub reload_timeout_seconds: Option<u64>,
+    /// Seconds the control plane may hold a long-poll, 1-55 [default: 55].
+    #[arg(long, value_name = "SECONDS")]
+    pub poll_wait_seconds: Option<u64>,
     /// Identity key algorithm: ecdsa-p256 (default), ed25519 or rsa-2048.
     #[arg(long, value_name = "TYPE")]
     pub key_type: Option<String>,
@@ -131,6 +134,7 @@ impl SettingsArgs {
             install_dir: self.install_dir,
             reload_command: self.reload_command,
             reload_timeout_seconds: self.reload_timeout_seconds,
+            poll_wait_seconds: self.poll_wait_seconds,
             key_type: self.key_type,
             metadata_dir: self.metadata_dir,
             target: Vec::new(),

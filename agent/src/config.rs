@@ -132,7 +132,8 @@ pub struct AgentConfig {
     /// A path kept as a symlink to `<install_dir>/current/metadata`: one file per
     /// metadata key, switched atomically with every install.
     pub metadata_dir: Option<PathBuf>,
-    /// How long the server may hold a bundle long-poll (at most 55 s). Not a file setting.
+    /// How long the server may hold a bundle long-poll (1-55 s, default 55): shorter
+    /// behind proxies that cut idle connections, or for a small `stale_after`.
     pub poll_wait: Duration,
     /// Algorithm of the identity key generated on this node.
     pub key_type: KeyType,
@@ -209,6 +210,8 @@ pub struct RawConfig {
     pub reload_command: Option<String>,
     /// Seconds before the reload command is killed (default 30).
     pub reload_timeout_seconds: Option<u64>,
+    /// Seconds the server may hold a long-poll (1-55, default 55).
+    pub poll_wait_seconds: Option<u64>,
     pub key_type: Option<String>,
     /// Kept as a symlink to the installed version's per-key metadata files.
     pub metadata_dir: Option<PathBuf>,
@@ -265,6 +268,7 @@ impl RawConfig {
             install_dir: over.install_dir.or(self.install_dir),
             reload_command: over.reload_command.or(self.reload_command),
             reload_timeout_seconds: over.reload_timeout_seconds.or(self.reload_timeout_seconds),
+            poll_wait_seconds: over.poll_wait_seconds.or(self.poll_wait_seconds),
             key_type: over.key_type.or(self.key_type),
             metadata_dir: over.metadata_dir.or(self.metadata_dir),
             target: if over.target.is_empty() {
@@ -331,6 +335,17 @@ impl RawConfig {
                 });
             }
         };
+        let max_wait = ferry_shared::api::MAX_POLL_WAIT_SECONDS;
+        let poll_wait = match self.poll_wait_seconds {
+            None => Duration::from_secs(max_wait),
+            Some(s) if (1..=max_wait).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(ConfigError::Invalid {
+                    key: "poll_wait_seconds",
+                    reason: format!("{s} is not between 1 and {max_wait}"),
+                });
+            }
+        };
         let targets = target::validate_targets(self.target)?;
         if !targets.is_empty() && self.install_dir.is_none() {
             return Err(ConfigError::Invalid {
@@ -358,7 +373,7 @@ impl RawConfig {
             reload_timeout,
             targets,
             metadata_dir: self.metadata_dir,
-            poll_wait: Duration::from_secs(ferry_shared::api::MAX_POLL_WAIT_SECONDS),
+            poll_wait,
             key_type,
             retry: RetryPolicy::default(),
         })

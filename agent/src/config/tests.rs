@@ -247,6 +247,7 @@ ca_fingerprint = "{PIN}"
 install_dir = "/etc/ssl/ferry"
 reload_command = "systemctl reload nginx"
 reload_timeout_seconds = 5
+poll_wait_seconds = 20
 
 [[target]]
 file = "key"
@@ -261,6 +262,7 @@ path = "/etc/haproxy/node.pem"
     );
     let cfg = parse(&text).expect("parses").validate().expect("valid");
     assert_eq!(cfg.reload_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.poll_wait, Duration::from_secs(20));
     assert_eq!(cfg.targets.len(), 2);
     assert_eq!(cfg.targets[0].file, TargetFile::Key);
     assert_eq!(cfg.targets[0].mode, 0o640);
@@ -300,4 +302,13 @@ fn bad_delivery_settings_are_refused_in_one_line() {
         ..minimal()
     };
     assert!(zero.validate().is_err());
+    for wait in [0, 56] {
+        let err = RawConfig {
+            poll_wait_seconds: Some(wait),
+            ..minimal()
+        }
+        .validate()
+        .expect_err("poll wait out of range");
+        assert!(err.to_string().contains("poll_wait_seconds"), "{err}");
+    }
 }
