@@ -1,32 +1,16 @@
 //! The operator's path, with the real binaries: `ferryctl` creates a service and a join
 //! token, `ferry-agent enroll` enrolls a node, and `openssl` checks the identity.
 
+use ferry_tests::ferryctl::{Ferryctl, json_of};
 use ferry_tests::{Backend, ControlPlane, bin_path, spawn_control_plane};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
+/// `ferryctl` with the admin token.
 async fn ferryctl(cp: &ControlPlane, args: &[&str]) -> Output {
-    let token_file = cp.cfg.admin_token_path();
-    let mut cmd = tokio::process::Command::new(bin_path("ferryctl"));
-    cmd.args(["--server", &cp.url, "--token-file"])
-        .arg(&token_file);
-    cmd.args(["--ca-fingerprint", &cp.ca_fingerprint])
-        .args(args);
-    cmd.env_remove("FERRY_TOKEN")
-        .env_remove("FERRY_SERVER")
-        .env_remove("FERRY_CA_CERT");
-    cmd.output().await.expect("ferryctl runs")
-}
-
-fn json_of(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ferryctl --json prints JSON")
+    Ferryctl::new(cp).run(args).await
 }
 
 fn uri_sans(pem: &str) -> Vec<String> {

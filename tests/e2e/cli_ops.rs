@@ -4,88 +4,13 @@
 //! signature with it), `health`, `metrics` and shell `completions`.
 
 use ferry_tests::agent::spawn_agent;
-use ferry_tests::{Backend, ControlPlane, bin_path, eventually, spawn_control_plane};
+use ferry_tests::ferryctl::{Ferryctl, json_of, one_error_line, stdout};
+use ferry_tests::{Backend, bin_path, eventually, spawn_control_plane};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Runs `ferryctl` against one control plane and keeps everything it printed, so a
-/// test can check that a secret never appeared in any output.
-struct Ferryctl<'a> {
-    cp: &'a ControlPlane,
-    printed: Mutex<String>,
-}
-
-impl<'a> Ferryctl<'a> {
-    fn new(cp: &'a ControlPlane) -> Self {
-        Self {
-            cp,
-            printed: Mutex::default(),
-        }
-    }
-
-    /// With the admin token.
-    async fn run(&self, args: &[&str]) -> Output {
-        self.run_as(&self.cp.cfg.admin_token_path(), args).await
-    }
-
-    /// With the token in `token_file`; no setting leaks in from the environment.
-    async fn run_as(&self, token_file: &Path, args: &[&str]) -> Output {
-        let mut cmd = tokio::process::Command::new(bin_path("ferryctl"));
-        cmd.args(["--server", &self.cp.url])
-            .args(["--ca-fingerprint", &self.cp.ca_fingerprint])
-            .arg("--token-file")
-            .arg(token_file)
-            .args(args);
-        for var in [
-            "FERRY_TOKEN",
-            "FERRY_TOKEN_FILE",
-            "FERRY_SERVER",
-            "FERRY_CA_CERT",
-        ] {
-            cmd.env_remove(var);
-        }
-        let out = cmd.output().await.expect("ferryctl runs");
-        let mut printed = self.printed.lock().expect("lock");
-        printed.push_str(&String::from_utf8_lossy(&out.stdout));
-        printed.push_str(&String::from_utf8_lossy(&out.stderr));
-        out
-    }
-
-    /// With the admin token, `line` split at whitespace.
-    async fn words(&self, line: &str) -> Output {
-        self.run(&line.split_whitespace().collect::<Vec<_>>()).await
-    }
-
-    fn printed(&self) -> String {
-        self.printed.lock().expect("lock").clone()
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_str(&stdout(out)).expect("ferryctl --json prints JSON")
-}
-
-/// Exit code 1 or 2 with exactly one `error:` line on stderr; returns that line.
-fn one_error_line(out: &Output, code: i32) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    stderr
-}
 
 /// The cells of the table row whose first cell is `first`.
 fn row(table: &str, first: &str) -> Vec<String> {

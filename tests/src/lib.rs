@@ -8,6 +8,7 @@ pub mod agent;
 pub mod bench;
 pub mod control_plane;
 pub mod db;
+pub mod ferryctl;
 pub mod node;
 
 pub use control_plane::{ControlPlane, spawn_control_plane};
