@@ -16,6 +16,8 @@ pub struct InProcessAgent {
     pub dir: tempfile::TempDir,
     pub state_dir: PathBuf,
     pub install_dir: PathBuf,
+    /// What it was started with (tweaks included), for [`InProcessAgent::restart`].
+    cfg: AgentConfig,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ferry_agent::AgentError>>>,
 }
@@ -64,13 +66,14 @@ impl InProcessAgent {
             cfg.state_dir.clone(),
             cfg.install_dir.clone().expect("install dir"),
         );
-        let task = tokio::spawn(ferry_agent::run(cfg, async move {
+        let task = tokio::spawn(ferry_agent::run(cfg.clone(), async move {
             let _ = rx.await;
         }));
         Self {
             dir,
             state_dir,
             install_dir,
+            cfg,
             stop: Some(tx),
             task: Some(task),
         }
@@ -86,11 +89,19 @@ impl InProcessAgent {
         }
     }
 
-    /// Starts again from the same directories (what a restart of the service does).
+    /// Starts again from the same directories and settings (what a restart of the
+    /// service does), pointing at `cp`.
     pub fn restart(mut self, cp: &ControlPlane, service: &str, node: &str, token: &str) -> Self {
         assert!(self.task.is_none(), "stop the agent first");
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        let cfg = agent_config(cp, service, node, token, dir.path());
+        let fresh = agent_config(cp, service, node, token, dir.path());
+        let cfg = AgentConfig {
+            server: fresh.server,
+            service: fresh.service,
+            node_id: fresh.node_id,
+            join_token: fresh.join_token,
+            ..self.cfg.clone()
+        };
         Self::start(dir, cfg)
     }
 

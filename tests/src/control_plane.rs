@@ -31,9 +31,28 @@ pub async fn spawn_control_plane(
     backend: Backend,
     tweak: impl FnOnce(&mut Config),
 ) -> ControlPlane {
-    crate::init();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let db = TestDb::new(backend, data_dir.path());
+    spawn_on(db, data_dir, tweak).await
+}
+
+/// Starts a control plane on a new database of `cluster` (a PostgreSQL server of the
+/// test's own, which the test may restart).
+pub async fn spawn_control_plane_on(
+    cluster: &crate::pg_cluster::PgCluster,
+    tweak: impl FnOnce(&mut Config),
+) -> ControlPlane {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::on_server(cluster.admin_url());
+    spawn_on(db, data_dir, tweak).await
+}
+
+async fn spawn_on(
+    db: TestDb,
+    data_dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut Config),
+) -> ControlPlane {
+    crate::init();
     let mut cfg = Config::new(data_dir.path());
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.database_url = db.url.clone().map(ferry_control_plane::config::Secret::new);

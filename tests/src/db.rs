@@ -30,33 +30,35 @@ fn admin_url() -> String {
 
 impl TestDb {
     pub fn new(backend: Backend, data_dir: &std::path::Path) -> Self {
-        let name = format!("ferry_test_{}", hex::encode(rand_bytes()));
         match backend {
-            Backend::Postgres => {
-                let admin = admin_url();
-                let mut c =
-                    PgConnection::establish(&admin).expect("connect to the test PostgreSQL");
-                c.batch_execute(&format!("CREATE DATABASE {name}"))
-                    .expect("create test database");
-                let url = match admin.rsplit_once('/') {
-                    Some((base, _)) => format!("{base}/{name}"),
-                    None => panic!("FERRY_TEST_DATABASE_URL has no database part"),
-                };
-                Self {
-                    backend,
-                    url: Some(url),
-                    admin_url: Some(admin),
-                    name,
-                    sqlite_path: None,
-                }
-            }
+            Backend::Postgres => Self::on_server(admin_url()),
             Backend::Sqlite => Self {
                 backend,
                 url: None,
                 admin_url: None,
-                name,
+                name: format!("ferry_test_{}", hex::encode(rand_bytes())),
                 sqlite_path: Some(data_dir.join("ferry.db")),
             },
+        }
+    }
+
+    /// A new database on the PostgreSQL server of `admin` (a URL to its `postgres`
+    /// database), e.g. a [`crate::pg_cluster::PgCluster`] of the test's own.
+    pub fn on_server(admin: String) -> Self {
+        let name = format!("ferry_test_{}", hex::encode(rand_bytes()));
+        let mut c = PgConnection::establish(&admin).expect("connect to the test PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("the PostgreSQL URL {admin} has no database part"),
+        };
+        Self {
+            backend: Backend::Postgres,
+            url: Some(url),
+            admin_url: Some(admin),
+            name,
+            sqlite_path: None,
         }
     }
 

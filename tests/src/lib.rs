@@ -10,8 +10,9 @@ pub mod control_plane;
 pub mod db;
 pub mod ferryctl;
 pub mod node;
+pub mod pg_cluster;
 
-pub use control_plane::{ControlPlane, spawn_control_plane};
+pub use control_plane::{ControlPlane, spawn_control_plane, spawn_control_plane_on};
 pub use db::{Backend, TestDb};
 
 /// Installs the process-wide crypto provider and a test log subscriber (once).

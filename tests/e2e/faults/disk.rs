@@ -2,10 +2,10 @@
 //! and its content hash recomputed ([`sample`]), the run's tally of those samples, and
 //! the final comparison of every node's ack in the database with its disk.
 
-use super::{SVC, node_name};
+use super::{Member, SVC};
 use ferry_shared::hash::bundle_content_hash;
 use ferry_tests::ControlPlane;
-use ferry_tests::agent::{InProcessAgent, validity};
+use ferry_tests::agent::validity;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -101,11 +101,14 @@ pub struct Tally {
     pub hash_checked: usize,
     pub min_left: Option<i64>,
     pub expired: Vec<String>,
+    /// Expired samples of agents that were stopped on purpose (not reachable): counted
+    /// apart, since the promise is for reachable nodes.
+    pub expired_silenced: usize,
     pub torn: Vec<String>,
 }
 
 impl Tally {
-    pub fn add(&mut self, node: &str, s: Sample, now: i64) {
+    pub fn add(&mut self, node: &str, s: Sample, now: i64, silenced: bool) {
         let Sample::Held(h) = s else { return };
         self.samples += 1;
         self.hash_checked += usize::from(h.recorded.is_some());
@@ -114,6 +117,10 @@ impl Tally {
             return;
         }
         let left = h.not_after - now;
+        if silenced {
+            self.expired_silenced += usize::from(left <= 0);
+            return;
+        }
         self.min_left = Some(self.min_left.map_or(left, |m| m.min(left)));
         if left <= 0 {
             self.expired
@@ -125,7 +132,7 @@ impl Tally {
 /// Waits up to 30 s for each node's acked version and hash in the database to equal
 /// what its agent has on disk (renewals go on, so each node needs to match once).
 /// Also returns every ack an agent recorded as accepted that the database did not have.
-pub async fn check_acks(cp: &ControlPlane, agents: &[InProcessAgent]) -> (usize, Vec<String>) {
+pub async fn check_acks(cp: &ControlPlane, agents: &[Member]) -> (usize, Vec<String>) {
     let (mut matched, mut lost) = (BTreeSet::new(), BTreeMap::new());
     let start = Instant::now();
     while matched.len() < agents.len() && start.elapsed() < Duration::from_secs(30) {
@@ -133,7 +140,7 @@ pub async fn check_acks(cp: &ControlPlane, agents: &[InProcessAgent]) -> (usize,
         let disk: Vec<_> = agents
             .iter()
             .map(|a| {
-                let state = std::fs::read_to_string(a.state_dir.join("delivery-state.json"));
+                let state = std::fs::read_to_string(a.state.join("delivery-state.json"));
                 let state: Value = state
                     .ok()
                     .and_then(|t| serde_json::from_str(&t).ok())
@@ -141,7 +148,7 @@ pub async fn check_acks(cp: &ControlPlane, agents: &[InProcessAgent]) -> (usize,
                 let acked = (state["installed"]["acked"] == true)
                     .then(|| state["installed"]["version"].as_i64())
                     .flatten();
-                (acked, sample(&a.install_dir, &a.state_dir))
+                (acked, sample(&a.install, &a.state))
             })
             .collect();
         let page = cp
@@ -160,8 +167,8 @@ pub async fn check_acks(cp: &ControlPlane, agents: &[InProcessAgent]) -> (usize,
             })
             .collect();
         for (i, (acked, s)) in disk.into_iter().enumerate() {
-            let node = node_name(i);
-            let (db_version, db_hash) = db.get(&node).cloned().unwrap_or_default();
+            let node = &agents[i].node;
+            let (db_version, db_hash) = db.get(node).cloned().unwrap_or_default();
             if let Some(v) = acked.filter(|v| *v > db_version) {
                 lost.entry(node.clone())
                     .or_insert(format!("{node}: agent acked v{v}, db v{db_version}"));
