@@ -1,5 +1,6 @@
 //! The delivery protocol at the wire: first bundle after enrollment, long-poll wake-ups
-//! (in-process and across replicas), idempotent forced refresh tracked to the ack.
+//! (in-process and across replicas), idempotent forced refresh tracked to the ack, and a
+//! refresh its node never acknowledges reported failed after the delivery timeout.
 
 use ferry_shared::api::{BundleResponse, headers};
 use ferry_tests::node::{enroll, mtls_client, p256};
@@ -228,4 +229,53 @@ async fn a_refresh_on_one_replica_wakes_a_poll_held_by_another() {
         waited < Duration::from_secs(3),
         "NOTIFY reached replica B ({waited:?})"
     );
+}
+
+#[tokio::test]
+async fn a_refresh_the_node_never_acknowledges_is_reported_failed_after_the_timeout() {
+    let cp = spawn_control_plane(Backend::Postgres, |cfg| {
+        cfg.jobs.delivery_timeout = Duration::from_secs(2);
+        cfg.jobs.rotation_tick = Duration::from_millis(200);
+    })
+    .await;
+    cp.create_service("web", json!({ "cert_ttl_seconds": 600 }))
+        .await;
+    let node = Node::enroll(&cp, "web", "n1").await;
+    let first = node.poll(&cp, 0, 10).await.expect("first bundle");
+    assert_eq!(node.ack(&cp, &first).await, 204);
+
+    // The node goes quiet; the refresh waits for an ack that does not come.
+    let r = cp
+        .admin()
+        .post("/v1/services/web/nodes/n1/refresh", json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["delivery_id"].as_str().expect("id").to_owned();
+    let pending = cp.admin().get(&format!("/v1/deliveries/{id}")).await.body;
+    assert_eq!(pending["state"], "pending", "{pending}");
+
+    let failed = ferry_tests::eventually(
+        "the refresh is reported failed",
+        Duration::from_secs(20),
+        || async {
+            let d = cp.admin().get(&format!("/v1/deliveries/{id}")).await.body;
+            (d["state"] == "failed").then_some(d)
+        },
+    )
+    .await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not acknowledged within 2 s")),
+        "{failed}"
+    );
+
+    // The node comes back later: it still gets the bundle and its ack is recorded, but
+    // the verdict on that refresh stands.
+    let late = node.poll(&cp, 1, 5).await.expect("the refreshed bundle");
+    assert_eq!(node.ack(&cp, &late).await, 204);
+    let status = cp.admin().get("/v1/services/web/nodes/n1").await.body;
+    assert_eq!(status["acked_version"], late.bundle.version, "{status}");
+    let after = cp.admin().get(&format!("/v1/deliveries/{id}")).await.body;
+    assert_eq!(after["state"], "failed", "{after}");
 }
