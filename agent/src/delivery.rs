@@ -7,7 +7,9 @@
 //! need be (the state is in `delivery-state.json`, see [`record`]); a refused bundle is
 //! acknowledged as failed and not fetched again; while the control plane is away the
 //! installed files stay and requests are paced by backoff with full jitter (capped at
-//! 30 s) or by the server's `ferry-retry-after-ms`. In node-key mode the key is generated
+//! 30 s and at the poll wait, and while the installed certificate is still valid never
+//! longer than a quarter of its remaining life, but at least 1 s) or by the server's `ferry-retry-after-ms`. In node-key
+//! mode the key is generated
 //! here for a CSR and kept as `bundle-key.pending` until its certificate is installed.
 
 use crate::AgentConfig;
@@ -37,6 +39,8 @@ pub use record::{
 
 /// Longest backoff between failed delivery requests.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Shortest pause between retries hurried by a certificate about to expire.
+const NEAR_EXPIRY_GAP: Duration = Duration::from_secs(1);
 /// Shortest pause between two polls, whatever the server says.
 const MIN_POLL_GAP: Duration = Duration::from_millis(250);
 /// A `ferry-retry-after-ms` longer than this is treated as this.
@@ -168,7 +172,7 @@ impl<'a> Delivery<'a> {
             let polled = match polled {
                 Ok(polled) => polled,
                 Err(err) => {
-                    let delay = self.delay_after(&err, "bundle poll failed");
+                    let delay = self.delay_after(&err, &session, "bundle poll failed");
                     self.warn_if_expiring(&session);
                     tokio::time::sleep(delay).await;
                     continue;
@@ -329,10 +333,17 @@ impl<'a> Delivery<'a> {
                 self.skip_through(epoch_of(session), bundle.version);
             }
             Err(err) => {
-                let delay = self.delay_after(&err, "CSR submission failed");
+                let delay = self.delay_after(&err, session, "CSR submission failed");
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+
+    /// How long the installed certificate stays valid, at server time (zero once expired).
+    fn installed_life_left(&self, session: &Session) -> Option<Duration> {
+        let not_after = self.record.installed.as_ref()?.cert_not_after?;
+        let left = not_after - session.server_now();
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
     /// While the control plane is unreachable: an ERROR (at most every
@@ -367,9 +378,26 @@ impl<'a> Delivery<'a> {
     }
 
     /// The delay before the next try after `err`, logged (with the operator's part, once).
-    fn delay_after(&mut self, err: &ClientError, what: &'static str) -> Duration {
+    /// A transient failure is retried within a quarter of the installed certificate's
+    /// remaining life (at server time), so an agent near expiry keeps trying often
+    /// enough to renew as soon as a replica answers.
+    fn delay_after(
+        &mut self,
+        err: &ClientError,
+        session: &Session,
+        what: &'static str,
+    ) -> Duration {
         let delay = match decide_request(err) {
-            Retry::Soon => self.backoff.next_delay(),
+            Retry::Soon => {
+                let delay = self.backoff.next_delay();
+                match self.installed_life_left(session) {
+                    // At least 1 s apart, and not once it has expired: the nodes of a
+                    // fleet in their last seconds are few; all of them after a long
+                    // outage are not.
+                    Some(left) if !left.is_zero() => delay.min((left / 4).max(NEAR_EXPIRY_GAP)),
+                    _ => delay,
+                }
+            }
             Retry::Slowly | Retry::Fatal => self.backoff.slow_delay(),
         };
         match delivery_advice(err).filter(|_| !self.operator_told) {
@@ -425,11 +453,19 @@ fn failed(error: String) -> Outcome {
     }
 }
 
-/// The configured retry pace, capped at [`MAX_BACKOFF`].
+/// The configured retry pace, capped at [`MAX_BACKOFF`] and at the poll wait: an agent
+/// retrying at most once per poll wait asks no more of the control plane than a healthy
+/// one does (one poll per wait), so a fleet coming back after an outage is no storm, and
+/// a node is never silent for much longer than its poll wait plus the outage.
 fn retry_policy(cfg: &AgentConfig) -> RetryPolicy {
+    let cap = cfg
+        .retry
+        .cap
+        .min(MAX_BACKOFF)
+        .min(cfg.poll_wait.max(Duration::from_secs(1)));
     RetryPolicy {
-        base: cfg.retry.base.min(MAX_BACKOFF),
-        cap: cfg.retry.cap.min(MAX_BACKOFF),
+        base: cfg.retry.base.min(cap),
+        cap,
     }
 }
 

@@ -376,3 +376,49 @@ async fn an_outage_is_paced_by_backoff_and_retry_after_is_honoured() {
     agent.stop().await;
     assert!(paced <= 4, "{paced} polls in 2 s with a 700 ms retry-after");
 }
+
+#[tokio::test]
+async fn near_expiry_an_outage_is_retried_within_a_quarter_of_the_life_left() {
+    let cp = Cp::new();
+    let (_server, mut node) = start(&cp).await;
+    // Left alone, these would wait 0-4 s, then 0-8 s, between tries.
+    node.cfg.retry = RetryPolicy {
+        base: Duration::from_secs(4),
+        cap: Duration::from_secs(8),
+    };
+    node.cfg.poll_wait = Duration::from_secs(20);
+    cp.serve(cp.central_for(1, TimeDuration::seconds(4)));
+    let agent = Running::spawn(&node.cfg);
+    eventually("v1 acked", || cp.accepted().len() == 1).await;
+
+    cp.poll_status.store(503, Ordering::SeqCst);
+    let before = cp.polls.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = cp.polls.lock().expect("lock").len() - before;
+    agent.stop().await;
+    assert!(
+        during >= 4,
+        "{during} polls in 3 s with a certificate expiring within 4 s"
+    );
+}
+
+#[test]
+fn the_retry_cap_never_exceeds_the_poll_wait() {
+    let mut cfg = AgentConfig::new(
+        "https://cp.example".parse().expect("url"),
+        "web".parse().expect("valid"),
+        "n-1".parse().expect("valid"),
+        PathBuf::from("/tmp/unused"),
+    );
+    let cap_with = |cfg: &mut AgentConfig, wait: u64| {
+        cfg.poll_wait = Duration::from_secs(wait);
+        retry_policy(cfg).cap
+    };
+    assert_eq!(cap_with(&mut cfg, 5), Duration::from_secs(5));
+    assert_eq!(cap_with(&mut cfg, 55), MAX_BACKOFF);
+    assert_eq!(
+        cap_with(&mut cfg, 0),
+        Duration::from_secs(1),
+        "a floor of 1 s"
+    );
+}

@@ -71,16 +71,18 @@ impl Cp {
             .count()
     }
 
-    /// A central-mode bundle signed by this CA.
+    /// A central-mode bundle signed by this CA, valid for an hour.
     pub fn central(&self, version: i64) -> Bundle {
+        self.central_for(version, TimeDuration::hours(1))
+    }
+
+    /// A central-mode bundle whose certificate expires `lifetime` from now.
+    pub fn central_for(&self, version: i64, lifetime: TimeDuration) -> Bundle {
         let key = KeyPair::generate().expect("key");
         let now = OffsetDateTime::now_utc();
-        let cert = self.ca.leaf(
-            &key,
-            SPIFFE,
-            now - TimeDuration::minutes(1),
-            now + TimeDuration::hours(1),
-        );
+        let cert = self
+            .ca
+            .leaf(&key, SPIFFE, now - TimeDuration::minutes(1), now + lifetime);
         finish_bundle(Bundle {
             version,
             content_hash: String::new(),
@@ -91,7 +93,7 @@ impl Cp {
             metadata: [("v".to_owned(), serde_json::json!(version))]
                 .into_iter()
                 .collect(),
-            not_after: Some(now + TimeDuration::hours(1)),
+            not_after: Some(now + lifetime),
             csr_required: false,
             csr_key_type: None,
             alert_before_seconds: None,
