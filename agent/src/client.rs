@@ -20,6 +20,9 @@ use time::OffsetDateTime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The control plane closes a keep-alive connection idle for 15 s; the agent drops its
+/// own first, so a close lost in a partition never costs a failed request after it heals.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Larger answers are refused: every agent response is a few KB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
@@ -220,6 +223,7 @@ fn base_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .https_only(true)
         .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
 }
 
