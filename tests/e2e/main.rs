@@ -19,6 +19,7 @@ mod metrics;
 mod monitoring;
 mod objects;
 mod openapi;
+mod partition;
 mod retention;
 mod rotation;
 mod sources;
