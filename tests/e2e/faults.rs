@@ -41,8 +41,12 @@ const SILENCE: Duration = Duration::from_secs(50);
 const FAULTS: Duration = Duration::from_secs(60);
 /// The long form, with `FERRY_FAULTS_LONG=1`.
 const FAULTS_LONG: Duration = Duration::from_secs(600);
-/// A replica is never down longer than this (agents renew 20 s before expiry).
+/// A replica is never down longer than this (agents renew 20 s before expiry)...
 const MAX_DOWN: Duration = Duration::from_secs(8);
+/// ...and stays up at least this long once restarted. Each agent takes one server URL,
+/// so a replica that flapped faster than the 20 s renewal window would leave its agents
+/// no reachable control plane (the long run without this showed exactly that).
+const MIN_UP: Duration = Duration::from_secs(10);
 /// Forced refreshes per burst; a burst every 2-4 s.
 const BURST: usize = 10;
 const SEED: u64 = 0x00fe_1122_f4a1_7500;

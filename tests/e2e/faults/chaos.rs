@@ -1,10 +1,11 @@
 //! The fault schedule of the scenario, one seeded loop until the deadline: replicas
-//! stopped and restarted at random (never all at once), real `ferry-agent` processes
+//! stopped and restarted at random (never all at once; a restarted replica stays up at
+//! least [`MIN_UP`] before it may be stopped again), real `ferry-agent` processes
 //! (some with clocks skewed by libfaketime) killed with SIGKILL at random and started
 //! again, PostgreSQL stopped abruptly and restarted once, and a few in-process agents
 //! silenced for longer than `stale_after`, so they must be alerted and then resolved.
 
-use super::{MAX_DOWN, Rng, SEED, SILENCE, SVC};
+use super::{MAX_DOWN, MIN_UP, Rng, SEED, SILENCE, SVC};
 use ferry_tests::ControlPlane;
 use ferry_tests::agent::{InProcessAgent, agent_command_skewed};
 use ferry_tests::pg_cluster::PgCluster;
@@ -101,6 +102,7 @@ pub async fn run(mut t: Targets, deadline: Instant) -> (Targets, FaultLog) {
     let mut rng = Rng(SEED);
     let mut log = FaultLog::default();
     let mut up_at: Vec<Option<Instant>> = vec![None; t.replicas.len()];
+    let mut up_since: Vec<Instant> = vec![start; t.replicas.len()];
     let mut next_stop = start + rng.millis(1000, 3000);
     let mut next_kill = start + rng.millis(500, 1500);
     let (silence_at, speak_at) = (
@@ -118,6 +120,7 @@ pub async fn run(mut t: Targets, deadline: Instant) -> (Targets, FaultLog) {
             if at.is_some_and(|t| now >= t) {
                 t.replicas[i].restart().await;
                 *at = None;
+                up_since[i] = Instant::now();
             }
         }
         for p in t
@@ -160,6 +163,7 @@ pub async fn run(mut t: Targets, deadline: Instant) -> (Targets, FaultLog) {
             for (i, at) in up_at.iter_mut().enumerate() {
                 if at.take().is_some() {
                     t.replicas[i].restart().await;
+                    up_since[i] = Instant::now();
                 }
             }
             let cluster = t.cluster.clone();
@@ -174,10 +178,13 @@ pub async fn run(mut t: Targets, deadline: Instant) -> (Targets, FaultLog) {
         }
         let down = up_at.iter().filter(|d| d.is_some()).count();
         if now >= next_stop && now >= calm_until && down < t.replicas.len() - 1 {
-            let running: Vec<usize> = (0..t.replicas.len())
-                .filter(|i| up_at[*i].is_none())
+            let stoppable: Vec<usize> = (0..t.replicas.len())
+                .filter(|i| up_at[*i].is_none() && now.duration_since(up_since[*i]) >= MIN_UP)
                 .collect();
-            let victim = running[rng.below(running.len() as u64) as usize];
+            if stoppable.is_empty() {
+                continue;
+            }
+            let victim = stoppable[rng.below(stoppable.len() as u64) as usize];
             t.replicas[victim].stop().await;
             let outage = rng.millis(2000, 6000);
             assert!(outage <= MAX_DOWN);
