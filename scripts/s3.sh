@@ -10,7 +10,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || {
   apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
 }
 [ -x "$s3_venv/bin/python" ] || python3 -m venv "$s3_venv"
-if ! "$s3_venv/bin/pip" show moto 2>/dev/null | grep -q "^Version: $moto_version$"; then
+# (Read whole before matching: `grep -q` quitting early would fail the pipe under pipefail.)
+moto_installed=$("$s3_venv/bin/pip" show moto 2>/dev/null || true)
+if ! grep -qx "Version: $moto_version" <<<"$moto_installed"; then
   printf '==> pip install moto[server]==%s (about a minute)\n' "$moto_version" >&2
   "$s3_venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version" >"$s3_dir/pip.log" 2>&1 \
     || { cat "$s3_dir/pip.log" >&2; exit 1; }

@@ -13,6 +13,7 @@ need_apt=()
 [ -e /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v faketime >/dev/null || need_apt+=(faketime) # skewed agent clocks
+command -v ip >/dev/null || need_apt+=(iproute2)        # hosts in network namespaces
 command -v chromium >/dev/null || need_apt+=(chromium)  # the dashboard test
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need_apt+=(postgresql)
@@ -26,6 +27,8 @@ fi
 source scripts/pg.sh
 # An S3-compatible server (moto) for the inventory and imported-certificate tests.
 source scripts/s3.sh
+# schemathesis (PyPI) for the spec-driven test of /openapi.json.
+source scripts/schemathesis.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

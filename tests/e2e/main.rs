@@ -22,6 +22,7 @@ mod openapi;
 mod partition;
 mod retention;
 mod rotation;
+mod schemathesis;
 mod sources;
 mod staleness;
 mod status;

@@ -1,12 +1,12 @@
 //! What the fleet looks like: alerts (`GET /v1/alerts`) and the per-service summary
 //! (`GET /v1/status`), scoped to the caller's tenant.
 
-use super::extract::{Caller, PageQuery, page};
+use super::extract::{ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -16,8 +16,10 @@ pub struct AlertQuery {
     /// Only this service's alerts.
     pub service: Option<String>,
     /// `firing` or `resolved`.
+    #[param(pattern = "^(firing|resolved)$")]
     pub state: Option<String>,
     /// At most this many, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -70,7 +72,7 @@ async fn scope(state: &AppState, caller: &Caller) -> Result<Option<Vec<String>>,
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AlertQuery>,
+    ApiQuery(q): ApiQuery<AlertQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if let Some(s) = &q.state
         && s != "firing"
@@ -162,6 +164,7 @@ impl From<store::status::ServiceCounts> for ServiceStatus {
 #[serde(deny_unknown_fields)]
 pub struct StatusQuery {
     /// Services per page, 1..=1000 (default 100), in name order.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -191,7 +194,7 @@ pub struct StatusQuery {
 pub async fn status(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<StatusQuery>,
+    ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let page_query = PageQuery {
         limit: q.limit,

@@ -4,13 +4,14 @@
 //! the private key is never part of the answer.
 
 use super::delivery::serve;
+use super::extract::ApiPath;
 use super::extract::Caller;
 use super::nodes::visible_node;
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ferry_shared::metadata::{CertificateDetails, DesiredBundle, NodeBundleView};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -64,7 +65,7 @@ fn details(pem: &str) -> Option<CertificateDetails> {
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node)): Path<(String, String)>,
+    ApiPath((svc, node)): ApiPath<(String, String)>,
 ) -> Result<Json<NodeBundleView>, ApiError> {
     let (_, row) = visible_node(&state, &caller, &svc, &node).await?;
     let key_mode = visible_key_mode(&state, &caller, &svc).await?;

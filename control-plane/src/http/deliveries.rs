@@ -1,13 +1,13 @@
 //! Forced delivery to one node, tracked to its ack, and paced service-wide rotations.
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState, new_id};
 use crate::delivery::Changes;
 use crate::store::{self, deliveries::DeliveryRow, is_unique_violation, rotations::RotationRow};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use ferry_shared::api::{Delivery, DeliveryState, RefreshAccepted, RotateRequest, Rotation};
 use ferry_shared::{NodeId, ServiceName};
@@ -79,7 +79,7 @@ pub async fn refresh(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path((svc, node)): Path<(String, String)>,
+    ApiPath((svc, node)): ApiPath<(String, String)>,
 ) -> Result<(StatusCode, Json<RefreshAccepted>), ApiError> {
     let service = visible(&state, &caller, &svc).await?;
     let node_id = NodeId::parse(&node)?.to_string();
@@ -180,6 +180,12 @@ pub async fn refresh(
     }
 }
 
+/// False for an id no row can have: one holding NUL, which PostgreSQL text cannot
+/// store (the lookup would fail as a 500 instead of finding nothing).
+fn possible_id(id: &str) -> bool {
+    !id.contains('\0')
+}
+
 /// `GET /v1/deliveries/{id}`.
 #[utoipa::path(
     get,
@@ -198,8 +204,11 @@ pub async fn refresh(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Delivery>, ApiError> {
+    if !possible_id(&id) {
+        return Err(ApiError::not_found(format!("delivery {id:?}")));
+    }
     let lookup = id.clone();
     let row = state
         .store
@@ -262,7 +271,7 @@ async fn rotation_view(state: &AppState, row: RotationRow) -> Result<Rotation, A
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
     ApiJson(req): ApiJson<RotateRequest>,
 ) -> Result<(StatusCode, Json<Rotation>), ApiError> {
     let service = visible(&state, &caller, &svc).await?;
@@ -347,9 +356,12 @@ pub async fn rotate(
 pub async fn get_rotation(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, id)): Path<(String, String)>,
+    ApiPath((svc, id)): ApiPath<(String, String)>,
 ) -> Result<Json<Rotation>, ApiError> {
     let service = visible(&state, &caller, &svc).await?;
+    if !possible_id(&id) {
+        return Err(ApiError::not_found(format!("rotation {id:?}")));
+    }
     let lookup = id.clone();
     let row = state
         .store

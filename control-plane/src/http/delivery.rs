@@ -1,13 +1,13 @@
 //! The agent's delivery calls: the bundle long-poll, the ack, and (node-key mode) the
 //! CSR. The node is always the one named by the verified client certificate.
 
-use super::extract::{AgentIdentity, ApiJson};
+use super::extract::{AgentIdentity, ApiJson, ApiQuery};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::delivery::{Changes, Serve};
 use crate::store::{self, nodes::AckUpdate};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferry_shared::api::{
@@ -56,7 +56,7 @@ pub fn serve(state: &AppState) -> Serve<'_> {
     tag = "agent",
     operation_id = "pollBundle",
     summary = "Long-poll for the caller's bundle newer than `since`.",
-    params(BundleQuery),
+    params(doc::BundleParams),
     responses(
         (status = 200, description = "A newer bundle.", body = BundleResponse, headers(("ferry-server-time-ms" = u64, description = "The server's clock, unix milliseconds."), ("ferry-retry-after-ms" = u64, description = "How long to wait before the next poll, milliseconds."))),
         (status = 304, description = "Nothing newer within `wait`.", headers(("ferry-server-time-ms" = u64, description = "The server's clock, unix milliseconds."), ("ferry-retry-after-ms" = u64, description = "How long to wait before the next poll, milliseconds."))),
@@ -68,7 +68,7 @@ pub fn serve(state: &AppState) -> Serve<'_> {
 pub async fn bundle(
     State(state): State<AppState>,
     who: AgentIdentity,
-    Query(q): Query<BundleQuery>,
+    ApiQuery(q): ApiQuery<BundleQuery>,
 ) -> Result<Response, ApiError> {
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_POLL_WAIT_SECONDS));
     let deadline = tokio::time::Instant::now() + wait;
@@ -175,7 +175,22 @@ pub async fn ack(
             "version must be >= 1 and content_hash sha256:<64 hex>",
         ));
     }
-    let clip = |s: Option<String>, n: usize| s.map(|s| s.chars().take(n).collect::<String>());
+    // Informational text, clipped; a NUL (PostgreSQL text cannot hold one) is replaced
+    // rather than refused, so an odd hook message never blocks an ack.
+    let clip = |s: Option<String>, n: usize| {
+        s.map(|s| {
+            s.chars()
+                .take(n)
+                .map(|c| {
+                    if c == '\0' {
+                        char::REPLACEMENT_CHARACTER
+                    } else {
+                        c
+                    }
+                })
+                .collect::<String>()
+        })
+    };
     let installed = req.status == AckStatus::Installed;
     let update = AckUpdate {
         version: req.version,

@@ -1,9 +1,9 @@
-//! Extractors: JSON bodies with problem+json rejections, the bearer-token caller, the
-//! mTLS node identity, and cursor pagination.
+//! Extractors: JSON bodies, path segments and query strings with problem+json
+//! rejections, the bearer-token caller, the mTLS node identity, and cursor pagination.
 
 use super::{ApiError, AppState};
 use crate::store::{self, audit::NewAudit, nodes::NodeRow};
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use base64::Engine;
@@ -13,17 +13,39 @@ use serde::de::DeserializeOwned;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
 /// `Json<T>` whose rejections (syntax, unknown fields, bad names, too large, wrong
-/// content type) are problem+json with the rejection's status.
+/// content type, anything but a JSON object) are problem+json with the rejection's
+/// status.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
+        match axum::Json::<JsonObject<T>>::from_request(req, state).await {
+            Ok(axum::Json(JsonObject(v))) => Ok(Self(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// `T` read only from a JSON object. serde's derived structs also accept an array of
+/// their fields in order (`[null, null]` would be a `CreateJoinTokenRequest` with
+/// every field left out); every body of this API is an object, so nothing else is.
+struct JsonObject<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData)).map(Self)
     }
 }
 
@@ -36,6 +58,77 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         _ => "bad-body",
     };
     ApiError::new(r.status(), slug, r.body_text())
+}
+
+/// `Path<T>` whose rejections (a segment that is not UTF-8 once percent-decoded, or
+/// does not parse as `T`) are a problem+json 400 instead of axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(r) => Err(path_rejection(r)),
+        }
+    }
+}
+
+fn path_rejection(r: PathRejection) -> ApiError {
+    // A path that matched a route but cannot be extracted is the client's mistake; a
+    // missing match would be ours (a handler on a route without those segments).
+    match r {
+        PathRejection::FailedToDeserializePathParams(e) => {
+            ApiError::bad_request("invalid-path", e.body_text())
+        }
+        other => ApiError::Internal(anyhow::anyhow!("path extraction: {}", other.body_text())),
+    }
+}
+
+/// `Query<T>` whose rejections (a query string that does not parse, an unknown or
+/// mistyped parameter) are a problem+json 400 instead of axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_encoded_nul(parts.uri.query().unwrap_or_default()) {
+            return Err(ApiError::bad_request(
+                "invalid-query",
+                "a query parameter contains NUL",
+            ));
+        }
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(r) => Err(query_rejection(r)),
+        }
+    }
+}
+
+fn query_rejection(r: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid-query", r.body_text())
+}
+
+/// NUL can only reach a query string as `%00`. No query parameter holds one, and
+/// PostgreSQL text cannot: refused here instead of failing in the database.
+fn has_encoded_nul(s: &str) -> bool {
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}
+
+/// Text a request stores must not hold NUL (PostgreSQL text cannot, so it would be a
+/// 500); a 422 naming `field` instead.
+pub fn refuse_nul(slug: &'static str, field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::unprocessable(
+            slug,
+            format!("{field} contains NUL"),
+        ));
+    }
+    Ok(())
 }
 
 /// Who called the customer/admin API: an admin (no tenant) or a tenant's token.
@@ -231,6 +324,7 @@ impl FromRequestParts<AppState> for AgentIdentity {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -259,6 +353,7 @@ impl PageQuery {
                     .decode(c)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|key| !key.contains('\0'))
                     .ok_or_else(|| {
                         ApiError::bad_request(
                             "invalid-cursor",

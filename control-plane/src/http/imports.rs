@@ -3,7 +3,7 @@
 //! `PUT /v1/services/{svc}/nodes/{node}/certificate`. Settings are validated before
 //! anything is written; the sync itself is `jobs::objects`.
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use super::nodes::visible_node;
 use super::openapi as doc;
 use super::services::visible;
@@ -12,7 +12,7 @@ use crate::delivery::Changes;
 use crate::objects::ObjectUrl;
 use crate::store::{self, objects::CERTIFICATES, objects::INVENTORY, objects::SourceRow};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::KeyMode;
 use ferry_shared::objects::{
@@ -26,6 +26,18 @@ const SHOWN: usize = 1000;
 
 fn bad(slug: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::unprocessable(slug, detail)
+}
+
+/// An inventory or certificate-source URL, parsed; control characters refused first
+/// (the parser would accept some, and PostgreSQL text cannot hold NUL).
+fn object_url(url: &str) -> Result<ObjectUrl, ApiError> {
+    if url.chars().any(char::is_control) {
+        return Err(bad(
+            "invalid-object-source",
+            "url contains control characters",
+        ));
+    }
+    ObjectUrl::parse(url).map_err(|e| bad("invalid-object-source", e.to_string()))
 }
 
 fn bounded(
@@ -124,11 +136,11 @@ async fn remove(
 pub async fn put_inventory(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
     ApiJson(req): ApiJson<PutInventoryRequest>,
 ) -> Result<Json<ObjectSource>, ApiError> {
     let s = visible(&state, &caller, &svc).await?;
-    ObjectUrl::parse(&req.url).map_err(|e| bad("invalid-object-source", e.to_string()))?;
+    object_url(&req.url)?;
     let policy = req.policy.unwrap_or_else(|| "flag".into());
     if policy != "flag" && policy != "revoke" {
         return Err(bad(
@@ -168,7 +180,7 @@ pub async fn put_inventory(
 pub async fn get_inventory(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<Json<InventoryStatus>, ApiError> {
     let s = visible(&state, &caller, &svc).await?;
     let name = s.name.clone();
@@ -212,7 +224,7 @@ pub async fn get_inventory(
 pub async fn delete_inventory(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     remove(&state, &caller, &svc, INVENTORY).await
 }
@@ -238,7 +250,7 @@ pub async fn delete_inventory(
 pub async fn put_certificate_source(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
     ApiJson(req): ApiJson<PutCertificateSourceRequest>,
 ) -> Result<Json<ObjectSource>, ApiError> {
     let s = visible(&state, &caller, &svc).await?;
@@ -248,7 +260,7 @@ pub async fn put_certificate_source(
             s.name, s.key_mode
         )));
     }
-    match ObjectUrl::parse(&req.url) {
+    match object_url(&req.url) {
         Ok(ObjectUrl::S3 { .. }) => {}
         _ => {
             return Err(bad(
@@ -289,7 +301,7 @@ pub async fn put_certificate_source(
 pub async fn get_certificate_source(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<Json<ObjectSource>, ApiError> {
     let s = visible(&state, &caller, &svc).await?;
     let row = state
@@ -318,7 +330,7 @@ pub async fn get_certificate_source(
 pub async fn delete_certificate_source(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     remove(&state, &caller, &svc, CERTIFICATES).await
 }
@@ -346,7 +358,7 @@ pub async fn delete_certificate_source(
 pub async fn import_certificate(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node)): Path<(String, String)>,
+    ApiPath((svc, node)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<ImportCertificateRequest>,
 ) -> Result<Json<Imported>, ApiError> {
     let (tenant, row) = visible_node(&state, &caller, &svc, &node).await?;

@@ -3,7 +3,7 @@
 //! is one transaction: the value, one version bump for every node it reaches (one
 //! statement for a whole service), one coalesced wake-up, the audit record.
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use super::nodes::visible_node;
 use super::openapi as doc;
 use super::services::visible;
@@ -11,7 +11,7 @@ use super::{ApiError, AppState};
 use crate::delivery::Changes;
 use crate::store::{self, metadata::MetadataRow, metadata::SERVICE_WIDE};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::metadata::{
     MAX_METADATA_VALUE_BYTES, MetadataEntry, PutMetadataRequest, check_metadata_key,
@@ -253,7 +253,7 @@ async fn list(state: AppState, level: Level) -> Result<Json<serde_json::Value>, 
 pub async fn service_put(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, key)): Path<(String, String)>,
+    ApiPath((svc, key)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<PutMetadataRequest>,
 ) -> Result<Json<MetadataEntry>, ApiError> {
     let level = level(&state, &caller, &svc, None).await?;
@@ -279,7 +279,7 @@ pub async fn service_put(
 pub async fn service_get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, key)): Path<(String, String)>,
+    ApiPath((svc, key)): ApiPath<(String, String)>,
 ) -> Result<Json<MetadataEntry>, ApiError> {
     let level = level(&state, &caller, &svc, None).await?;
     get(state, level, key).await
@@ -304,7 +304,7 @@ pub async fn service_get(
 pub async fn service_delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, key)): Path<(String, String)>,
+    ApiPath((svc, key)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let level = level(&state, &caller, &svc, None).await?;
     delete(state, caller, level, key).await
@@ -328,7 +328,7 @@ pub async fn service_delete(
 pub async fn service_list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let level = level(&state, &caller, &svc, None).await?;
     list(state, level).await
@@ -354,7 +354,7 @@ pub async fn service_list(
 pub async fn node_put(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node, key)): Path<(String, String, String)>,
+    ApiPath((svc, node, key)): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<PutMetadataRequest>,
 ) -> Result<Json<MetadataEntry>, ApiError> {
     let level = level(&state, &caller, &svc, Some(&node)).await?;
@@ -380,7 +380,7 @@ pub async fn node_put(
 pub async fn node_get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node, key)): Path<(String, String, String)>,
+    ApiPath((svc, node, key)): ApiPath<(String, String, String)>,
 ) -> Result<Json<MetadataEntry>, ApiError> {
     let level = level(&state, &caller, &svc, Some(&node)).await?;
     get(state, level, key).await
@@ -405,7 +405,7 @@ pub async fn node_get(
 pub async fn node_delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node, key)): Path<(String, String, String)>,
+    ApiPath((svc, node, key)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let level = level(&state, &caller, &svc, Some(&node)).await?;
     delete(state, caller, level, key).await
@@ -429,7 +429,7 @@ pub async fn node_delete(
 pub async fn node_list(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node)): Path<(String, String)>,
+    ApiPath((svc, node)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let level = level(&state, &caller, &svc, Some(&node)).await?;
     list(state, level).await

@@ -1,12 +1,12 @@
 //! Nodes of a service as customers see them: list, show, revoke (delete).
 
-use super::extract::{Caller, PageQuery, page};
+use super::extract::{ApiPath, ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState};
 use crate::store::{self, audit, nodes::NodeRow};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::api::{Node, Page};
 use ferry_shared::{NodeId, ServiceName, SpiffeId, TrustDomain};
@@ -62,8 +62,8 @@ pub fn to_api(td: &TrustDomain, r: NodeRow) -> Result<Node, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
-    Query(q): Query<PageQuery>,
+    ApiPath(svc): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Node>>, ApiError> {
     let svc = visible(&state, &caller, &svc).await?;
     let (limit, after) = (q.limit()?, q.after()?);
@@ -118,7 +118,7 @@ pub(super) async fn visible_node(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node)): Path<(String, String)>,
+    ApiPath((svc, node)): ApiPath<(String, String)>,
 ) -> Result<Json<Node>, ApiError> {
     let (_, row) = visible_node(&state, &caller, &svc, &node).await?;
     Ok(Json(to_api(&state.trust_domain, row)?))
@@ -144,7 +144,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, node)): Path<(String, String)>,
+    ApiPath((svc, node)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (tenant, row) = visible_node(&state, &caller, &svc, &node).await?;
     let entry = caller.audit(

@@ -19,6 +19,7 @@ use axum::response::IntoResponse;
 use ferry_shared::metadata::MetadataEntry;
 use ferry_shared::sources::Source;
 use ferry_shared::{NodeId, Problem, ServiceName, TenantName};
+use flatten::ClosedAllOf;
 use std::sync::LazyLock;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -61,7 +62,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
             BodyTooLarge, UnsupportedMediaType, TooManyRequests, InternalError, NotReady,
         ),
     ),
-    modifiers(&SecuritySchemes, &CommonResponses),
+    modifiers(&SecuritySchemes, &CommonResponses, &ClosedAllOf),
     tags(
         (name = "system", description = "Probes, the trust bundle, this document, audit, metrics."),
         (name = "tenants", description = "Tenants and their API tokens (admin tokens only)."),
@@ -140,7 +141,9 @@ impl Modify for SecuritySchemes {
 }
 
 /// Responses every operation can give without saying so in its attribute: the opaque
-/// 500, and (with a JSON body) 413 and 415 from the body extractor.
+/// 500; 400 when it takes parameters (a path segment that is not UTF-8, a query string
+/// that does not parse) or a body (malformed JSON); and with a JSON body 413, 415 and
+/// 422 (well-formed JSON of the wrong shape) from the body extractor.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -162,9 +165,14 @@ impl Modify for CommonResponses {
                         .or_insert_with(|| problem(name));
                 };
                 add(op, "500", "InternalError");
+                let has_parameters = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                if has_parameters || op.request_body.is_some() {
+                    add(op, "400", "BadRequest");
+                }
                 if op.request_body.is_some() {
                     add(op, "413", "BodyTooLarge");
                     add(op, "415", "UnsupportedMediaType");
+                    add(op, "422", "Unprocessable");
                 }
             }
         }
@@ -183,9 +191,9 @@ macro_rules! problem_responses {
 }
 
 problem_responses! {
-    /// Malformed request: an invalid name in the path, a bad cursor or limit, a CSR that
-    /// does not parse. (A query string that does not parse at all is refused by the
-    /// framework with a plain-text 400.)
+    /// Malformed request: an invalid name in the path, a path segment that is not UTF-8,
+    /// a query string that does not parse or names an unknown parameter, a bad cursor or
+    /// limit, malformed JSON, a CSR that does not parse.
     BadRequest;
     /// No credentials, or unknown ones: a missing or revoked bearer token, no client
     /// certificate on an agent route, an invalid join token.
@@ -199,8 +207,8 @@ problem_responses! {
     /// The request conflicts with the current state (a taken name, a stale ack, a
     /// certificate import into a service that issues its own).
     Conflict;
-    /// The body parsed but a value is refused (settings out of range, an invalid
-    /// metadata key, a key type the service does not allow).
+    /// The body parsed but a value is refused (a field of the wrong type, settings out of
+    /// range, an invalid metadata key, a key type the service does not allow).
     Unprocessable;
     /// The request body is larger than 64 KiB.
     BodyTooLarge;
@@ -272,6 +280,33 @@ pub struct SourcePath {
     name: String,
 }
 
+/// `?since=&wait=` of the long-poll: `ferry_shared::api::BundleQuery` (whose fields these
+/// must stay), documented by hand for `wait`: the derived schema of a `u64` says at most
+/// `i64::MAX`, while the server takes any `u64` and caps it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct BundleParams {
+    /// The version the agent has installed (0, the default: none).
+    since: Option<i64>,
+    #[param(schema_with = poll_wait)]
+    wait: Option<u64>,
+}
+
+/// `wait`: any `u64`.
+fn poll_wait() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .description(Some(
+            "Seconds to hold the request when nothing is newer (capped at 55; 0, the \
+             default, answers at once).",
+        ))
+        .minimum(Some(0))
+        .maximum(Some(u64::MAX))
+        .build()
+}
+
 /// `{id}` of a delivery or rotation.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -321,6 +356,8 @@ pub struct StatusSummary {
 pub struct CsrAccepted {
     version: i64,
 }
+
+mod flatten;
 
 #[cfg(test)]
 mod coverage;

@@ -2,12 +2,12 @@
 //! A tenant sees only its own services: another tenant's service is a 404.
 
 use super::error::conflict_if_taken;
-use super::extract::{ApiJson, Caller, PageQuery, page};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
 use super::{ApiError, AppState, new_id, new_secret};
 use crate::store::{self, audit, join_tokens::JoinTokenRow, services::ServiceRow};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::api::{
     CreateJoinTokenRequest, CreateServiceRequest, JoinTokenCreated, Page, Service, ServiceSettings,
@@ -215,7 +215,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Service>>, ApiError> {
     let (limit, after) = (q.limit()?, q.after()?);
     let scope = caller.tenant.clone();
@@ -248,7 +248,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Service>, ApiError> {
     Ok(Json(to_api(visible(&state, &caller, &name).await?)?))
 }
@@ -273,7 +273,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(settings): ApiJson<ServiceSettings>,
 ) -> Result<Json<Service>, ApiError> {
     let mut row = visible(&state, &caller, &name).await?;
@@ -314,7 +314,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let row = visible(&state, &caller, &name).await?;
     let entry = caller.audit(
@@ -353,7 +353,7 @@ pub async fn delete(
 pub async fn create_join_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<CreateJoinTokenRequest>,
 ) -> Result<(StatusCode, Json<JoinTokenCreated>), ApiError> {
     let svc = visible(&state, &caller, &name).await?;

@@ -7,16 +7,17 @@
 
 mod check;
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState};
 use crate::delivery::Changes;
 use crate::store::{self, Conn, source_fetches, sources::SourceRow};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use check::{checked_headers, checked_interval, checked_name, checked_url};
+use ferry_shared::metadata::check_metadata_key;
 use ferry_shared::sources::{FailingNode, PutSourceRequest, Source, SourceScope, SourceStatus};
 use serde_json::json;
 
@@ -109,7 +110,7 @@ fn resolve_cleared(
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, name)): Path<(String, String)>,
+    ApiPath((svc, name)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<PutSourceRequest>,
 ) -> Result<(StatusCode, Json<Source>), ApiError> {
     let service = visible(&state, &caller, &svc).await?;
@@ -230,10 +231,13 @@ pub async fn put(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, name)): Path<(String, String)>,
+    ApiPath((svc, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Source>, ApiError> {
     let service = visible(&state, &caller, &svc).await?;
     let what = format!("source {}/{name}", service.name);
+    if check_metadata_key(&name).is_err() {
+        return Err(ApiError::not_found(what)); // no source can have this name
+    }
     let view = state
         .store
         .read(
@@ -265,7 +269,7 @@ pub async fn get(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let service = visible(&state, &caller, &svc).await?;
     let items = state
@@ -298,10 +302,13 @@ pub async fn list(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((svc, name)): Path<(String, String)>,
+    ApiPath((svc, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let service = visible(&state, &caller, &svc).await?;
     let target = format!("{}/{name}", service.name);
+    if check_metadata_key(&name).is_err() {
+        return Err(ApiError::not_found(format!("source {target}"))); // none can exist
+    }
     let entry = caller.audit(Some(&service.tenant), "source.delete", &target, json!({}));
     let now = store::now_ms();
     let (changes, events) = state

@@ -1,11 +1,11 @@
 //! Unauthenticated probes and the public trust bundle; the admin audit log.
 
-use super::extract::{Caller, PageQuery, page};
+use super::extract::{ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::store;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use ferry_shared::api::{AuditEntry, Page};
@@ -84,7 +84,7 @@ pub async fn trust_bundle(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
     caller.require_admin()?;
     let limit = q.limit()?;

@@ -1,12 +1,12 @@
 //! Tenants and their API tokens (admin only).
 
 use super::error::conflict_if_taken;
-use super::extract::{ApiJson, Caller, PageQuery, page};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, PageQuery, page, refuse_nul};
 use super::openapi as doc;
 use super::{ApiError, AppState, new_id, new_secret};
 use crate::store::{self, audit, tenants::TenantRow, tokens::ApiTokenRow};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::TenantName;
 use ferry_shared::api::{
@@ -85,7 +85,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     caller.require_admin()?;
     let (limit, after) = (q.limit()?, q.after()?);
@@ -121,17 +121,19 @@ pub async fn list(
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(tenant): Path<String>,
+    ApiPath(tenant): ApiPath<String>,
     ApiJson(req): ApiJson<CreateApiTokenRequest>,
 ) -> Result<(StatusCode, Json<ApiTokenCreated>), ApiError> {
     caller.require_admin()?;
     let tenant = TenantName::parse(&tenant)?;
+    let description = req.description.unwrap_or_default();
+    refuse_nul("invalid-description", "description", &description)?;
     let token = new_secret("fyt_")?;
     let row = ApiTokenRow {
         id: new_id()?,
         tenant: Some(tenant.to_string()),
         token_hash: sha256_hex(token.as_bytes()),
-        description: req.description.unwrap_or_default(),
+        description,
         created_at: store::now_ms(),
     };
     let entry = caller.audit(

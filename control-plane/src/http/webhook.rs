@@ -1,13 +1,13 @@
 //! `PUT /v1/services/{svc}/webhook {url}`: sets the service's alert webhook and returns
 //! a new signing secret, shown once and stored sealed; `DELETE` removes it.
 
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, ApiPath, Caller};
 use super::openapi as doc;
 use super::services::visible;
 use super::{ApiError, AppState, new_secret};
 use crate::store::{self, audit};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +45,7 @@ pub struct WebhookCreated {
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
     ApiJson(req): ApiJson<WebhookRequest>,
 ) -> Result<Json<WebhookCreated>, ApiError> {
     let mut row = visible(&state, &caller, &svc).await?;
@@ -105,7 +105,7 @@ pub async fn put(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(svc): Path<String>,
+    ApiPath(svc): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut row = visible(&state, &caller, &svc).await?;
     row.webhook_url = None;

@@ -62,6 +62,9 @@ pub fn checked_url(url: &str, scope: SourceScope) -> Result<(), ApiError> {
     if url.len() > MAX_SOURCE_URL_BYTES {
         return Err(invalid("url is longer than 2000 bytes"));
     }
+    if url.chars().any(char::is_control) {
+        return Err(invalid("url contains control characters"));
+    }
     match (scope, url.contains(NODE_PLACEHOLDER)) {
         (SourceScope::Node, false) => {
             return Err(invalid("a node-scope url must contain {node}"));
