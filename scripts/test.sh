@@ -42,6 +42,8 @@ if [ "$(id -u)" = 0 ]; then
 else
   log "skipping packaging checks: they install .deb packages and need root"
 fi
+log "fuzzing, short form: each cargo-fuzz target for 15 s from the committed seeds"
+bash scripts/fuzz.sh --smoke
 log "browser test driver (playwright-core, driving Debian's chromium)"
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 log "tests"

@@ -214,6 +214,85 @@ mod tests {
         ));
     }
 
+    /// Found by fuzzing (tests/fuzz, `ca_csr`): a CSR whose key algorithm is tagged
+    /// OCTET STRING instead of OBJECT IDENTIFIER, signed by its key, is read leniently.
+    /// That is harmless only because the CA never copies the CSR's encoding: the
+    /// certificate holds the same key, encoded afresh.
+    #[test]
+    fn a_leniently_encoded_csr_key_is_certified_in_canonical_form() {
+        let now = OffsetDateTime::now_utc();
+        let (ca, _) = Ca::generate(&spiffe().trust_domain, now).expect("ca");
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let der = csr_der(&csr_for(&key, "n1")).expect("pem").to_vec();
+        let (info, alg) = der::split_signed(&der);
+        let mut info = info.to_vec();
+        let ec_public_key = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let at = info
+            .windows(ec_public_key.len())
+            .position(|w| w == ec_public_key)
+            .expect("the key's algorithm");
+        info[at] = 0x04; // OCTET STRING
+        let signature = rcgen::SigningKey::sign(&key, &info).expect("signs");
+        let lenient = pem::encode_csr(&der::join_signed(&info, alg, &signature));
+        let issued = ca.issue_identity(
+            &lenient,
+            &spiffe(),
+            KeyType::EcdsaP256,
+            now,
+            Duration::hours(1),
+        );
+        match issued {
+            Ok(issued) => {
+                let der = rustls_pki_types::CertificateDer::from_pem_slice(issued.pem.as_bytes())
+                    .expect("certificate PEM");
+                let (_, cert) = X509Certificate::from_der(&der).expect("parses");
+                assert_eq!(
+                    cert.public_key().raw,
+                    rcgen::PublicKeyData::subject_public_key_info(&key).as_slice()
+                );
+            }
+            // A stricter parser refusing it is as good.
+            Err(CaError::CsrRejected(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    /// Just enough DER to re-sign an edited CSR: `SEQUENCE { info, alg, BIT STRING }`.
+    mod der {
+        fn tlv(der: &[u8]) -> (usize, usize) {
+            let (header, len) = match der[1] {
+                n if n < 0x80 => (2, usize::from(n)),
+                0x81 => (3, usize::from(der[2])),
+                _ => (4, usize::from(der[2]) << 8 | usize::from(der[3])),
+            };
+            (header, header + len)
+        }
+        fn length(n: usize) -> Vec<u8> {
+            match n {
+                0..0x80 => vec![n as u8],
+                0x80..0x100 => vec![0x81, n as u8],
+                _ => vec![0x82, (n >> 8) as u8, n as u8],
+            }
+        }
+        pub fn split_signed(der: &[u8]) -> (&[u8], &[u8]) {
+            let (header, total) = tlv(der);
+            let body = &der[header..total];
+            let (_, info) = tlv(body);
+            let (_, alg) = tlv(&body[info..]);
+            (&body[..info], &body[info..info + alg])
+        }
+        pub fn join_signed(info: &[u8], alg: &[u8], signature: &[u8]) -> Vec<u8> {
+            let mut bits = vec![0x03];
+            bits.extend(length(signature.len() + 1));
+            bits.push(0);
+            bits.extend_from_slice(signature);
+            let mut out = vec![0x30];
+            out.extend(length(info.len() + alg.len() + bits.len()));
+            out.extend([info, alg, &bits].concat());
+            out
+        }
+    }
+
     mod pem {
         use base64::Engine;
         pub fn encode_csr(der: &[u8]) -> String {
