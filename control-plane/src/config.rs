@@ -67,8 +67,9 @@ pub struct Config {
     pub log_json: bool,
     /// Background job pacing (renewal tick, rotation tick, delivery timeout).
     pub jobs: crate::jobs::JobSettings,
-    /// How often at most a node's `last_seen` is written from its polls.
-    pub seen_granularity: Duration,
+    /// How long a node that stopped holding a poll still counts as connected before
+    /// its release is written (covers the gap between one poll's answer and the next).
+    pub presence_linger: Duration,
     /// Where `s3://` URLs (inventories, imported certificates) are read from.
     pub s3: S3Settings,
     /// Per-address limits: join-token guessing and concurrent connections.
@@ -103,7 +104,7 @@ impl Config {
             db_pool_size: 16,
             log_json: false,
             jobs: crate::jobs::JobSettings::default(),
-            seen_granularity: Duration::from_secs(30),
+            presence_linger: Duration::from_secs(3),
             s3: S3Settings::default(),
             limits: Default::default(),
         }

@@ -8,7 +8,7 @@
 use crate::ca::Ca;
 use crate::ca::sealing::MasterKey;
 use crate::config::{Config, Secret};
-use crate::delivery::{Waiters, notify};
+use crate::delivery::{Presence, Waiters, acks::Acks, notify};
 use crate::http::limits::{ConnLimiter, EnrollGuard};
 use crate::http::tls::{self, ServerCertResolver};
 use crate::http::{AppState, router::router};
@@ -61,16 +61,18 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let acks = Acks::start(store.clone(), master.clone(), ca.clone());
         let state = AppState {
             store,
             ca,
             trust_domain: cfg.trust_domain.clone(),
             identity_ttl: cfg.identity_ttl,
             master,
-            waiters: Arc::new(Waiters::default()),
+            waiters: Arc::new(Waiters::new(cfg.database_url.is_some())),
             jobs: Arc::new(JobWakers::default()),
             stats: Arc::new(Stats::default()),
-            seen_granularity: cfg.seen_granularity,
+            presence: Arc::new(Presence::new(replica_id()?, cfg.presence_linger)),
+            acks,
             objects: crate::objects::Objects::new(cfg.s3.clone()),
             enroll_guard: Arc::new(EnrollGuard::new(&cfg.limits)),
         };
@@ -153,6 +155,12 @@ impl App {
                 listen_stop.clone(),
             )
         });
+        let presence = tokio::spawn(
+            self.state
+                .presence
+                .clone()
+                .run(self.state.store.clone(), shutdown.clone()),
+        );
         jobs::spawn(self.state.clone(), self.jobs.clone(), shutdown.clone());
         tracing::info!(addr = %self.addr, backend = self.state.store.backend_name(), "control plane listening");
         let edge = tls::Edge {
@@ -167,12 +175,25 @@ impl App {
             shutdown,
         )
         .await;
+        // The last flush releases every node this replica held and removes its row.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), presence).await;
         listen_stop.store(true, Ordering::Relaxed);
         if let Some(t) = listener_thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         Ok(())
     }
+}
+
+/// A name for this process in `replicas`: host, pid and a random suffix, so a restarted
+/// replica is a new one and the old one's nodes are swept from its last heartbeat.
+fn replica_id() -> anyhow::Result<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    let suffix =
+        crate::http::new_id().map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    Ok(format!("{host}/{}/{}", std::process::id(), &suffix[..8]))
 }
 
 /// Sets its flag when dropped.

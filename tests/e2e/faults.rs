@@ -91,7 +91,7 @@ async fn replicas_database_and_agents_failing_at_random_break_no_promise() {
     let started = Instant::now();
     let cluster = Arc::new(PgCluster::start());
     let first = spawn_control_plane_on(&cluster, |cfg| {
-        cfg.seen_granularity = Duration::from_secs(2);
+        cfg.presence_linger = Duration::from_secs(2);
         cfg.jobs.staleness_tick = Duration::from_secs(1);
     })
     .await;

@@ -164,7 +164,7 @@ async fn monitoring_files_use_only_exported_metrics_and_labels() {
     // Enough activity that every family the files use has samples: two enrolled nodes,
     // a delivered refresh, and one node gone silent so an alert fires.
     let cp = spawn_control_plane(Backend::Postgres, |cfg| {
-        cfg.seen_granularity = Duration::from_secs(1);
+        cfg.presence_linger = Duration::from_secs(1);
         cfg.jobs.staleness_tick = Duration::from_millis(300);
     })
     .await;

@@ -278,7 +278,7 @@ async fn control_plane(lab: &NetLab) -> ControlPlane {
     let mut cp = spawn_control_plane(Backend::Postgres, |cfg| {
         cfg.listen = std::net::SocketAddr::from((ip, 0));
         cfg.server_names = vec![ip.to_string()];
-        cfg.seen_granularity = Duration::from_secs(1);
+        cfg.presence_linger = Duration::from_secs(1);
         cfg.jobs.staleness_tick = Duration::from_millis(300);
     })
     .await;

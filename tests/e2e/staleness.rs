@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 fn fast(cfg: &mut ferry_control_plane::config::Config) {
-    cfg.seen_granularity = Duration::from_secs(1);
+    cfg.presence_linger = Duration::from_secs(1);
     cfg.jobs.staleness_tick = Duration::from_millis(300);
 }
 

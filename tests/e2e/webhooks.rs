@@ -76,7 +76,7 @@ fn count(events: &[Value], node: &str, reason: &str, event: &str) -> usize {
 }
 
 fn fast(cfg: &mut ferry_control_plane::config::Config) {
-    cfg.seen_granularity = Duration::from_secs(1);
+    cfg.presence_linger = Duration::from_secs(1);
     cfg.jobs.staleness_tick = Duration::from_millis(300);
 }
 

@@ -1,15 +1,22 @@
 //! Delivery: issuing each node's next bundle ([`issue`]), serving it with the live
 //! metadata ([`current`]), holding agents' long-polls
 //! until their version changes ([`waiters`]), and waking polls across replicas
-//! ([`notify`]). The HTTP handlers in `http::delivery` and the jobs in `jobs` use these;
+//! ([`notify`]), the agent API's in-memory view of each node ([`nodecache`]),
+//! liveness from held connections ([`presence`]) and group-committed acks ([`acks`]).
+//! The HTTP handlers in `http::delivery` and the jobs in `jobs` use these;
 //! a held poll never holds a database connection.
 
+pub mod acks;
 pub mod current;
 pub mod issue;
+pub mod nodecache;
 pub mod notify;
+pub mod presence;
 pub mod waiters;
 
 pub use current::{CurrentError, Serve};
 pub use issue::{IssueError, Issuer};
+pub use nodecache::NodeAuth;
 pub use notify::Changes;
+pub use presence::Presence;
 pub use waiters::Waiters;

@@ -93,13 +93,16 @@ fn apply(payload: &str, waiters: &Waiters) {
 }
 
 /// Runs the LISTEN loop on a dedicated thread until `stop` is set. When the connection
-/// drops, notifications in the gap are lost: after reconnecting it wakes every waiter
-/// so each re-reads its node's version.
+/// drops, notifications in the gap are lost: the node cache stops being trusted at
+/// once, and after reconnecting every waiter is woken so each re-reads its node. A ping
+/// every second proves the connection still receives; the cache is not trusted when
+/// the last answer is older than [`super::nodecache::LISTEN_FRESH`].
 pub fn spawn_listener(
     url: String,
     waiters: Arc<Waiters>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
+    const PING_EVERY: Duration = Duration::from_secs(1);
     std::thread::Builder::new()
         .name("ferry-listen".into())
         .spawn(move || {
@@ -126,9 +129,12 @@ pub fn spawn_listener(
                 backoff = Duration::from_millis(100);
                 if !first {
                     tracing::info!("LISTEN connection restored; waking every held poll to re-read");
-                    waiters.wake_all();
                 }
                 first = false;
+                // Whatever changed while nobody listened: every node re-reads.
+                waiters.wake_all();
+                waiters.cache.listening(true, crate::store::now_ms());
+                let mut pinged = std::time::Instant::now();
                 'poll: while !stop.load(Ordering::Relaxed) {
                     for n in conn.notifications_iter() {
                         match n {
@@ -139,8 +145,17 @@ pub fn spawn_listener(
                             }
                         }
                     }
+                    if pinged.elapsed() >= PING_EVERY {
+                        if let Err(e) = diesel::sql_query("SELECT 1").execute(&mut conn) {
+                            tracing::warn!(error = %e, "LISTEN connection lost");
+                            break 'poll;
+                        }
+                        waiters.cache.listen_alive(crate::store::now_ms());
+                        pinged = std::time::Instant::now();
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                 }
+                waiters.cache.listening(false, crate::store::now_ms());
             }
         })
         .unwrap_or_else(|e| panic!("cannot spawn the LISTEN thread: {e}"))

@@ -2,16 +2,28 @@
 //!
 //! A poll registers *before* it re-reads the database, so a change committed between
 //! the read and the wait still wakes it. Entries disappear with their last waiter.
+//! Every wake also drops the woken nodes from the [`NodeCache`], so whatever wakes a
+//! poll (a version or identity change, here or on another replica) also makes the next
+//! request of that node read the database.
 
+use super::nodecache::NodeCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 type ByNode = HashMap<String, Arc<Notify>>;
 
-#[derive(Default)]
 pub struct Waiters {
     services: Mutex<HashMap<String, ByNode>>,
+    /// The agent API's view of each node, dropped by every wake.
+    pub cache: NodeCache,
+}
+
+impl Default for Waiters {
+    /// One replica (SQLite): every change wakes locally, no listener needed.
+    fn default() -> Self {
+        Self::new(false)
+    }
 }
 
 /// A registered interest in one node's changes; unregisters on drop.
@@ -23,6 +35,15 @@ pub struct WaitHandle<'a> {
 }
 
 impl Waiters {
+    /// `needs_listener`: other replicas change nodes too (PostgreSQL), so the cache is
+    /// trusted only while the LISTEN connection is up.
+    pub fn new(needs_listener: bool) -> Self {
+        Self {
+            services: Mutex::default(),
+            cache: NodeCache::new(needs_listener),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ByNode>> {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -45,6 +66,8 @@ impl Waiters {
 
     /// Wakes the polls held for these nodes of `service`.
     pub fn wake_nodes<'n>(&self, service: &str, nodes: impl IntoIterator<Item = &'n str>) {
+        let nodes: Vec<&str> = nodes.into_iter().collect();
+        self.cache.invalidate_nodes(service, nodes.iter().copied());
         let map = self.lock();
         if let Some(by_node) = map.get(service) {
             for n in nodes {
@@ -57,6 +80,7 @@ impl Waiters {
 
     /// Wakes every poll held for `service` (bulk changes are coalesced to this).
     pub fn wake_service(&self, service: &str) {
+        self.cache.invalidate_service(service);
         if let Some(by_node) = self.lock().get(service) {
             by_node.values().for_each(|n| n.notify_waiters());
         }
@@ -64,6 +88,7 @@ impl Waiters {
 
     /// Wakes everything (after the cross-replica listener lost notifications).
     pub fn wake_all(&self) {
+        self.cache.invalidate_all();
         self.lock()
             .values()
             .flat_map(|m| m.values())

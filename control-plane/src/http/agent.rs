@@ -11,6 +11,7 @@ use super::limits::{ClientAddr, EnrollGuard, Refusal};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::ca::IssuedCert;
+use crate::delivery::Changes;
 use crate::store::{self, audit::NewAudit, nodes::NodeRow, services::ServiceRow};
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -190,6 +191,11 @@ pub async fn enroll(
                     not_after,
                     now_ms,
                 )?;
+                // Every earlier identity stops working now: held polls and node caches
+                // of every replica are told (at COMMIT).
+                let mut changes = Changes::default();
+                changes.node(spiffe.service.as_str(), spiffe.node.as_str());
+                changes.notify_in_tx(c)?;
                 "node.reenroll"
             } else {
                 store::nodes::insert(
@@ -218,6 +224,7 @@ pub async fn enroll(
                         agent_version: None,
                         desired_at: None,
                         unseen_at: Some(now_ms + svc.stale_after_seconds * 1000),
+                        held_by: None,
                     },
                 )?;
                 "node.enroll"
@@ -245,6 +252,10 @@ pub async fn enroll(
         .await;
     count_failure(&state.enroll_guard, ip, &issued);
     let issued = issued?;
+    // After the commit: this replica's cache and held polls of the node (a re-enrollment).
+    state
+        .waiters
+        .wake_nodes(id.service.as_str(), [id.node.as_str()]);
     tracing::info!(spiffe_id = %id, serial = %issued.serial, "node enrolled");
     Ok(Json(identity_response(
         &state,
@@ -291,11 +302,17 @@ pub async fn renew(
                 &who.serial,
                 &cert.serial,
                 store::ms(cert.not_after),
-                store::ms(now),
             )?;
-            Ok::<_, ApiError>(cert)
+            // The serial before the presented one stops working: every replica's node
+            // cache must forget the node.
+            let mut changes = Changes::default();
+            changes.node(spiffe.service.as_str(), spiffe.node.as_str());
+            changes.notify_in_tx(c)?;
+            Ok::<_, ApiError>((cert, changes))
         })
         .await?;
+    let (issued, changes) = issued;
+    changes.wake_local(&state.waiters);
     tracing::debug!(spiffe_id = %who.id, serial = %issued.serial, "identity renewed");
     Ok(Json(identity_response(
         &state,

@@ -1,11 +1,12 @@
 //! The agent's delivery calls: the bundle long-poll, the ack, and (node-key mode) the
 //! CSR. The node is always the one named by the verified client certificate.
 
-use super::extract::{AgentIdentity, ApiJson, ApiQuery};
+use super::extract::{AgentIdentity, ApiJson, ApiQuery, check_serial, node_auth};
 use super::openapi as doc;
 use super::{ApiError, AppState};
+use crate::delivery::acks::{Ack, AckError};
 use crate::delivery::{Changes, Serve};
-use crate::store::{self, nodes::AckUpdate};
+use crate::store::{self, acks::AckRow};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -73,30 +74,21 @@ pub async fn bundle(
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_POLL_WAIT_SECONDS));
     let deadline = tokio::time::Instant::now() + wait;
     let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
-    let now = store::now_ms();
-    if who
-        .node
-        .last_seen
-        .is_none_or(|t| now - t > state.seen_granularity.as_millis() as i64)
-    {
-        let (s, n) = (svc.clone(), node.clone());
-        state
-            .store
-            .read(move |c| store::nodes::touch(c, &s, &n, now))
-            .await?;
-    }
+    // Liveness: the node counts as connected while this poll is parked (written in
+    // the next presence flush, not here).
+    let _held = state.presence.hold(&svc, &node);
     let handle = state.waiters.register(&svc, &node);
     loop {
-        // Register for wake-ups before reading, so a change committed in between wakes us.
+        // Register for wake-ups before reading, so a change committed in between wakes
+        // us. The read is the node cache, which that change's wake also cleared: an
+        // idle poll reads no database row.
         let notified = handle.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (s, n) = (svc.clone(), node.clone());
-        let version = state
-            .store
-            .read(move |c| store::nodes::desired_version(c, &s, &n))
-            .await?;
-        if version.is_some_and(|v| v > q.since) {
+        let auth = node_auth(&state, &svc, &node, &who.serial).await?;
+        // A node deleted or re-enrolled while its poll was held is refused, not served.
+        let auth = check_serial(&who.id, auth, &who.serial)?;
+        if auth.desired_version > q.since {
             let (s, n, st) = (svc.clone(), node.clone(), state.clone());
             let found = state
                 .store
@@ -108,17 +100,10 @@ pub async fn bundle(
                 .await?;
             if let Some((bundle, cached)) = found {
                 if !cached {
-                    // Served after a metadata change: keep the hash for the ack.
-                    let (s, n, v, h) = (
-                        svc.clone(),
-                        node.clone(),
-                        bundle.version,
-                        bundle.content_hash.clone(),
-                    );
+                    // Served after a metadata change: the ack compares with this hash.
                     state
-                        .store
-                        .read(move |c| store::nodes::cache_desired_hash(c, &s, &n, v, &h))
-                        .await?;
+                        .acks
+                        .served(&svc, &node, bundle.version, &bundle.content_hash);
                 }
                 let body = BundleResponse {
                     bundle,
@@ -192,7 +177,9 @@ pub async fn ack(
         })
     };
     let installed = req.status == AckStatus::Installed;
-    let update = AckUpdate {
+    let row = AckRow {
+        service: who.id.service.to_string(),
+        node_id: who.id.node.to_string(),
         version: req.version,
         hash: req.content_hash.clone(),
         installed,
@@ -204,58 +191,30 @@ pub async fn ack(
         agent_version: clip(req.agent_version, 64),
         now: store::now_ms(),
     };
-    let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
-    let st = state.clone();
+    // Written with the other acks of the moment; answered after that commit.
     state
-        .store
-        .write(move |c| {
-            let row = store::nodes::get(c, &svc, &node)?
-                .ok_or_else(|| ApiError::forbidden("node is revoked"))?;
-            if update.version > row.desired_version {
-                return Err(ApiError::conflict(format!(
-                    "ack names version {} but the newest issued is {}",
-                    update.version, row.desired_version
-                )));
-            }
-            // After a metadata change the hash is not cached: compute what is served now.
-            let expected = match row.desired_hash.clone() {
-                Some(h) => Some(h),
-                None if installed && update.version == row.desired_version => serve(&st)
-                    .current(c, &svc, &node, update.now, false)
-                    .map_err(|e| ApiError::Internal(e.into()))?
-                    .map(|b| b.content_hash),
-                None => None,
-            };
-            if installed
-                && update.version == row.desired_version
-                && expected.as_deref() != Some(&update.hash)
-            {
-                return Err(ApiError::conflict(format!(
-                    "content hash does not match version {}",
-                    update.version
-                )));
-            }
-            store::nodes::record_ack(c, &svc, &node, &update)?;
-            let (outcome, error) = if installed {
-                ("delivered", None)
-            } else {
-                ("failed", update.error.as_deref())
-            };
-            store::deliveries::finish_up_to(
-                c,
-                &svc,
-                &node,
-                update.version,
-                outcome,
-                error,
-                update.now,
-            )?;
-            Ok(())
+        .acks
+        .submit(Ack {
+            serial: who.serial.clone(),
+            row,
         })
-        .await?;
+        .await
+        .map_err(ack_error)?;
     state.stats.acks.fetch_add(1, Ordering::Relaxed);
     state.jobs.rotation.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn ack_error(e: AckError) -> ApiError {
+    match e {
+        AckError::Revoked => ApiError::forbidden("node is revoked"),
+        e @ AckError::Superseded => ApiError::forbidden(e.to_string()),
+        e @ (AckError::AheadOfDesired { .. } | AckError::HashMismatch(_)) => {
+            ApiError::conflict(e.to_string())
+        }
+        AckError::Store(e) => e.into(),
+        e => ApiError::Internal(e.into()),
+    }
 }
 
 /// `POST /v1/agent/csr` (node-key mode): signs the node's new key into its next bundle.

@@ -2,7 +2,8 @@
 //! rejections, the bearer-token caller, the mTLS node identity, and cursor pagination.
 
 use super::{ApiError, AppState};
-use crate::store::{self, audit::NewAudit, nodes::NodeRow};
+use crate::delivery::NodeAuth;
+use crate::store::{self, audit::NewAudit};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -252,14 +253,66 @@ impl PeerCert {
     }
 }
 
-/// A node authenticated by mutual TLS, checked against the store on every request:
-/// a deleted node, or a certificate superseded by re-enrollment, is refused even while
-/// the certificate itself is still valid.
+/// A node authenticated by mutual TLS, checked on every request against its row (from
+/// the replica's node cache, which every change of the node invalidates, or from the
+/// store): a deleted node, or a certificate superseded by re-enrollment, is refused
+/// even while the certificate itself is still valid.
 #[derive(Debug, Clone)]
 pub struct AgentIdentity {
     pub id: SpiffeId,
     pub serial: String,
-    pub node: NodeRow,
+    pub node: NodeAuth,
+}
+
+/// The node's [`NodeAuth`]: from the cache when the cached row accepts `serial` (a
+/// serial it does not accept may be a renewal newer than the entry, so that reads the
+/// database), else from the database, which fills the cache.
+pub async fn node_auth(
+    state: &AppState,
+    service: &str,
+    node: &str,
+    serial: &str,
+) -> Result<Option<NodeAuth>, ApiError> {
+    let cache = &state.waiters.cache;
+    if let Some(a) = cache
+        .get(service, node, store::now_ms())
+        .filter(|a| a.accepts_serial(serial))
+    {
+        return Ok(Some(a));
+    }
+    let epoch = cache.epoch();
+    let (s, n) = (service.to_owned(), node.to_owned());
+    let row = state
+        .store
+        .read(move |c| store::nodes::auth(c, &s, &n))
+        .await?;
+    if let Some(a) = &row {
+        cache.fill(epoch, service, node, a.clone(), store::now_ms());
+    }
+    Ok(row)
+}
+
+/// The refusal for a node that is gone or does not accept the certificate's serial.
+pub fn check_serial(
+    id: &SpiffeId,
+    auth: Option<NodeAuth>,
+    serial: &str,
+) -> Result<NodeAuth, ApiError> {
+    match auth {
+        Some(node) if node.accepts_serial(serial) => Ok(node),
+        Some(_) => {
+            tracing::info!(spiffe_id = %id, "refused superseded identity certificate");
+            Err(ApiError::forbidden(
+                "this identity certificate was superseded by a re-enrollment",
+            ))
+        }
+        None => {
+            tracing::info!(spiffe_id = %id, "refused certificate of an unknown or revoked node");
+            Err(ApiError::forbidden(
+                "node is revoked or unknown; enroll again with a join token",
+            ))
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for AgentIdentity {
@@ -291,30 +344,15 @@ impl FromRequestParts<AppState> for AgentIdentity {
                 id.trust_domain
             )));
         }
-        let (svc, node) = (id.service.to_string(), id.node.to_string());
-        let row = state
-            .store
-            .read(move |c| store::nodes::get(c, &svc, &node))
-            .await?;
-        match row {
-            Some(node) if node.accepts_serial(&peer.serial) => Ok(Self {
-                id,
-                serial: peer.serial,
-                node,
-            }),
-            Some(_) => {
-                tracing::info!(spiffe_id = %id, "refused superseded identity certificate");
-                Err(ApiError::forbidden(
-                    "this identity certificate was superseded by a re-enrollment",
-                ))
-            }
-            None => {
-                tracing::info!(spiffe_id = %id, "refused certificate of an unknown or revoked node");
-                Err(ApiError::forbidden(
-                    "node is revoked or unknown; enroll again with a join token",
-                ))
-            }
-        }
+        let (svc, node) = (id.service.as_str(), id.node.as_str());
+        let auth = node_auth(state, svc, node, &peer.serial).await?;
+        let node = check_serial(&id, auth, &peer.serial)?;
+        state.presence.touch(svc, id.node.as_str());
+        Ok(Self {
+            id,
+            serial: peer.serial,
+            node,
+        })
     }
 }
 

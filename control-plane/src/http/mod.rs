@@ -49,8 +49,10 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     pub jobs: Arc<JobWakers>,
     pub stats: Arc<Stats>,
-    /// `last_seen` is written at most this often per node, not on every poll.
-    pub seen_granularity: Duration,
+    /// Nodes connected to this replica, flushed to the database in batches.
+    pub presence: Arc<crate::delivery::Presence>,
+    /// Group commit of acks.
+    pub acks: Arc<crate::delivery::acks::Acks>,
     /// Reads customer objects (inventories, imported certificates).
     pub objects: crate::objects::Objects,
     /// Refuses enrollments from addresses that keep guessing join tokens.

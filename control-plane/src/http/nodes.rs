@@ -159,8 +159,14 @@ pub async fn delete(
             store::nodes::delete(c, &row.service, &row.node_id)?;
             store::metadata::delete_node(c, &row.service, &row.node_id)?;
             store::deliveries::supersede_node(c, &row.service, &row.node_id, store::now_ms())?;
-            audit::record(c, &entry).map_err(ApiError::from)
+            // Held polls and node caches on every replica refuse the node from now on.
+            let mut changes = crate::delivery::Changes::default();
+            changes.node(&row.service, &row.node_id);
+            changes.notify_in_tx(c)?;
+            audit::record(c, &entry).map_err(ApiError::from)?;
+            Ok::<_, ApiError>(changes)
         })
-        .await?;
+        .await?
+        .wake_local(&state.waiters);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -327,9 +327,15 @@ pub async fn delete(
         .store
         .write(move |c| {
             store::services::delete(c, &row.name)?;
-            audit::record(c, &entry).map_err(ApiError::from)
+            // Its nodes are gone: held polls and node caches on every replica refuse them.
+            let mut changes = crate::delivery::Changes::default();
+            changes.service(&row.name);
+            changes.notify_in_tx(c)?;
+            audit::record(c, &entry).map_err(ApiError::from)?;
+            Ok::<_, ApiError>(changes)
         })
-        .await?;
+        .await?
+        .wake_local(&state.waiters);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,6 +7,7 @@
 //! `&mut Conn`; callers run them through [`Store::read`] or [`Store::write`], which move
 //! the blocking diesel call off the async runtime. Long waits never hold a connection.
 
+pub mod acks;
 pub mod alert_events;
 pub mod alerts;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod nodes;
 pub mod objects;
+pub mod presence;
 pub mod retention;
 pub mod rotations;
 pub mod schema;

@@ -29,20 +29,8 @@ pub struct NodeRow {
     pub agent_version: Option<String>,
     pub desired_at: Option<i64>,
     pub unseen_at: Option<i64>,
-}
-
-/// `last_seen = now` together with the deadline after which the node counts as unseen
-/// (`now + the service's stale_after`), read from the service row in the same statement.
-macro_rules! seen_at {
-    ($service:expr, $now:expr) => {
-        (
-            nodes::last_seen.eq(Some($now)),
-            nodes::unseen_at.eq(super::schema::services::table
-                .filter(super::schema::services::name.eq($service))
-                .select(super::schema::services::stale_after_seconds * 1000i64 + $now)
-                .single_value()),
-        )
-    };
+    /// The replica holding the node's long-poll now (no `unseen_at` meanwhile).
+    pub held_by: Option<String>,
 }
 
 impl NodeRow {
@@ -57,9 +45,27 @@ pub fn get(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option
     on_backend!(c, c => nodes::table.find((service, node_id)).select(NodeRow::as_select()).first(c).optional())
 }
 
-/// Only the desired version: the long-poll's cheap check before it loads a bundle.
-pub fn desired_version(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option<i64>> {
-    on_backend!(c, c => nodes::table.find((service, node_id)).select(nodes::desired_version).first(c).optional())
+/// What the agent API checks on a request: the accepted serials and the desired
+/// version (cached per replica by `delivery::nodecache`).
+pub fn auth(
+    c: &mut Conn<'_>,
+    service: &str,
+    node_id: &str,
+) -> QueryResult<Option<crate::delivery::NodeAuth>> {
+    let row: Option<(String, Option<String>, i64)> = on_backend!(c, c => nodes::table
+        .find((service, node_id))
+        .select((nodes::identity_serial, nodes::prev_identity_serial, nodes::desired_version))
+        .first(c)
+        .optional())?;
+    Ok(
+        row.map(|(identity_serial, prev_identity_serial, desired_version)| {
+            crate::delivery::NodeAuth {
+                identity_serial,
+                prev_identity_serial,
+                desired_version,
+            }
+        }),
+    )
 }
 
 /// The node row, locked until the transaction ends on PostgreSQL (SQLite's writers
@@ -120,13 +126,13 @@ pub fn reenroll(
             nodes::prev_identity_serial.eq(None::<String>),
             nodes::identity_not_after.eq(not_after),
             nodes::enrolled_at.eq(now),
-            seen_at!(service, now),
         ))
         .execute(c))
     .map(drop)
 }
 
 /// Renewal over mTLS: the presented certificate stays valid until the next renewal.
+/// (Liveness is not written here: the request touches the node's presence.)
 pub fn renew_identity(
     c: &mut Conn<'_>,
     service: &str,
@@ -134,45 +140,14 @@ pub fn renew_identity(
     presented_serial: &str,
     new_serial: &str,
     not_after: i64,
-    now: i64,
 ) -> QueryResult<()> {
     on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
         .set((
             nodes::identity_serial.eq(new_serial),
             nodes::prev_identity_serial.eq(Some(presented_serial)),
             nodes::identity_not_after.eq(not_after),
-            seen_at!(service, now),
         ))
         .execute(c))
-    .map(drop)
-}
-
-pub fn touch(c: &mut Conn<'_>, service: &str, node_id: &str, now: i64) -> QueryResult<()> {
-    on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
-        .set(seen_at!(service, now))
-        .execute(c))
-    .map(drop)
-}
-
-/// Remembers the content hash served at `version` when a metadata change left it unset,
-/// so the ack of that version compares with it instead of assembling the bundle again.
-/// A later change (a higher version) is never overwritten: the update then matches
-/// nothing.
-pub fn cache_desired_hash(
-    c: &mut Conn<'_>,
-    service: &str,
-    node_id: &str,
-    version: i64,
-    hash: &str,
-) -> QueryResult<()> {
-    on_backend!(c, c => diesel::update(
-        nodes::table
-            .find((service, node_id))
-            .filter(nodes::desired_version.eq(version))
-            .filter(nodes::desired_hash.is_null()),
-    )
-    .set(nodes::desired_hash.eq(hash))
-    .execute(c))
     .map(drop)
 }
 
@@ -235,58 +210,6 @@ pub fn due_for_renewal(
         Conn::Pg(c) => q.for_update().skip_locked().load(*c),
         Conn::Sqlite(c) => q.load(*c),
     }
-}
-
-/// What an acknowledgement records.
-#[derive(Debug, Clone)]
-pub struct AckUpdate {
-    pub version: i64,
-    pub hash: String,
-    pub installed: bool,
-    pub error: Option<String>,
-    pub cert_not_after: Option<i64>,
-    pub hook_exit_code: Option<i32>,
-    pub clock_skew_ms: Option<i64>,
-    pub agent_version: Option<String>,
-    pub now: i64,
-}
-
-/// Applies an ack. An installed version only moves `acked_version` forward; a failure
-/// only records the error. Returns false when the node row is gone.
-pub fn record_ack(
-    c: &mut Conn<'_>,
-    service: &str,
-    node_id: &str,
-    a: &AckUpdate,
-) -> QueryResult<bool> {
-    let target = nodes::table.find((service, node_id));
-    let common = (
-        seen_at!(service, a.now),
-        nodes::hook_exit_code.eq(a.hook_exit_code),
-        nodes::clock_skew_ms.eq(a.clock_skew_ms),
-        nodes::agent_version.eq(a.agent_version.clone()),
-    );
-    let n = if a.installed {
-        on_backend!(c, c => diesel::update(target.filter(nodes::acked_version.le(a.version)))
-            .set((
-                common.clone(),
-                nodes::acked_version.eq(a.version),
-                nodes::acked_hash.eq(Some(&a.hash)),
-                nodes::acked_at.eq(Some(a.now)),
-                nodes::cert_not_after.eq(a.cert_not_after),
-                nodes::last_error.eq(None::<String>),
-            ))
-            .execute(c))?
-    } else {
-        on_backend!(c, c => diesel::update(target)
-            .set((common.clone(), nodes::last_error.eq(a.error.clone())))
-            .execute(c))?
-    };
-    if n == 0 {
-        // Either the node is gone or a newer version was already acked (harmless).
-        return Ok(get(c, service, node_id)?.is_some());
-    }
-    Ok(true)
 }
 
 pub fn ids_for_service(c: &mut Conn<'_>, service: &str) -> QueryResult<Vec<String>> {

@@ -161,6 +161,16 @@ diesel::table! {
         agent_version -> Nullable<Text>,
         desired_at -> Nullable<BigInt>,
         unseen_at -> Nullable<BigInt>,
+        held_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    replicas (id) {
+        id -> Text,
+        started_at -> BigInt,
+        heartbeat_at -> BigInt,
+        held -> BigInt,
     }
 }
 
@@ -267,5 +277,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     inventory,
     imported_objects,
     sources,
-    source_fetches
+    source_fetches,
+    replicas
 );
