@@ -70,6 +70,9 @@ pub struct Config {
     /// How long a node that stopped holding a poll still counts as connected before
     /// its release is written (covers the gap between one poll's answer and the next).
     pub presence_linger: Duration,
+    /// How often presence is flushed with the replica's heartbeat (and dead replicas
+    /// swept). Tests that count statements quiet it as they quiet the jobs.
+    pub presence_flush: Duration,
     /// Where `s3://` URLs (inventories, imported certificates) are read from.
     pub s3: S3Settings,
     /// Per-address limits: join-token guessing and concurrent connections.
@@ -105,6 +108,7 @@ impl Config {
             log_json: false,
             jobs: crate::jobs::JobSettings::default(),
             presence_linger: Duration::from_secs(3),
+            presence_flush: crate::delivery::presence::FLUSH_EVERY,
             s3: S3Settings::default(),
             limits: Default::default(),
         }

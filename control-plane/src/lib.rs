@@ -9,6 +9,7 @@
 pub mod ca;
 pub mod config;
 pub mod delivery;
+pub mod enrollment;
 pub mod http;
 pub mod jobs;
 pub mod objects;

@@ -9,6 +9,7 @@ use crate::ca::Ca;
 use crate::ca::sealing::MasterKey;
 use crate::config::{Config, Secret};
 use crate::delivery::{Presence, Waiters, acks::Acks, notify};
+use crate::enrollment::Enrollments;
 use crate::http::limits::{ConnLimiter, EnrollGuard};
 use crate::http::tls::{self, ServerCertResolver};
 use crate::http::{AppState, router::router};
@@ -62,16 +63,23 @@ impl App {
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let acks = Acks::start(store.clone(), master.clone(), ca.clone());
+        let waiters = Arc::new(Waiters::new(cfg.database_url.is_some()));
+        let enrollments = Enrollments::start(store.clone(), waiters.clone());
         let state = AppState {
             store,
             ca,
             trust_domain: cfg.trust_domain.clone(),
             identity_ttl: cfg.identity_ttl,
             master,
-            waiters: Arc::new(Waiters::new(cfg.database_url.is_some())),
+            waiters,
+            enrollments,
             jobs: Arc::new(JobWakers::default()),
             stats: Arc::new(Stats::default()),
-            presence: Arc::new(Presence::new(replica_id()?, cfg.presence_linger)),
+            presence: Arc::new(Presence::new(
+                replica_id()?,
+                cfg.presence_linger,
+                cfg.presence_flush,
+            )),
             acks,
             objects: crate::objects::Objects::new(cfg.s3.clone()),
             enroll_guard: Arc::new(EnrollGuard::new(&cfg.limits)),

@@ -72,6 +72,7 @@ async fn join_token_guessing_is_refused_per_address_until_the_window_ends_and_au
         cfg.jobs.rotation_tick = hour;
         cfg.jobs.staleness_tick = hour;
         cfg.jobs.expiry_tick = hour;
+        cfg.presence_flush = hour;
         cfg.jobs.objects_tick = hour;
     })
     .await;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How often presence is flushed and the replica heartbeats.
+/// How often presence is flushed and the replica heartbeats, by default.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// A replica whose heartbeat is older than this is swept as dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
@@ -36,6 +36,7 @@ struct Entry {
 pub struct Presence {
     replica: String,
     linger_ms: i64,
+    flush_every: Duration,
     entries: Mutex<HashMap<Key, Entry>>,
 }
 
@@ -60,10 +61,11 @@ impl Drop for Held {
 impl Presence {
     /// `replica` names this process in `replicas`; `linger` is how long a node that
     /// stopped holding a poll still counts as connected before its release is written.
-    pub fn new(replica: String, linger: Duration) -> Self {
+    pub fn new(replica: String, linger: Duration, flush_every: Duration) -> Self {
         Self {
             replica,
             linger_ms: linger.as_millis() as i64,
+            flush_every,
             entries: Mutex::default(),
         }
     }
@@ -160,25 +162,23 @@ impl Presence {
         out
     }
 
-    /// One flush: heartbeat, the presence writes due, and a sweep of dead replicas.
-    /// Returns the number of nodes written.
+    /// One flush, one transaction: heartbeat, the presence writes due, and a sweep of
+    /// replicas that stopped heartbeating. Returns the number of nodes written.
     pub async fn flush(self: &Arc<Self>, store: &Store) -> Result<usize, store::StoreError> {
         let this = self.clone();
         let now = store::now_ms();
         let held = self.held();
-        let writes = store
+        let dead_before = now - DEAD_AFTER.as_millis() as i64;
+        let (writes, (replicas, nodes)) = store
             .write(move |c| {
                 let known = store::presence::heartbeat(c, &this.replica, now, held)?;
                 let writes = this.due(now, !known);
                 store::presence::write(c, &this.replica, &writes)?;
-                Ok::<_, store::StoreError>(writes)
+                let swept = store::presence::sweep(c, dead_before)?;
+                Ok::<_, store::StoreError>((writes, swept))
             })
             .await?;
         self.committed(&writes);
-        let dead_before = now - DEAD_AFTER.as_millis() as i64;
-        let (replicas, nodes) = store
-            .write(move |c| Ok::<_, store::StoreError>(store::presence::sweep(c, dead_before)?))
-            .await?;
         if replicas > 0 {
             tracing::warn!(
                 replicas,
@@ -189,11 +189,11 @@ impl Presence {
         Ok(writes.len())
     }
 
-    /// Flushes every second until `shutdown`, then releases every node and leaves.
+    /// Flushes every `flush_every` (a second by default) until `shutdown`, then releases every node and leaves.
     pub async fn run(self: Arc<Self>, store: Store, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+                _ = tokio::time::sleep(self.flush_every) => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
             if let Err(e) = self.flush(&store).await {
@@ -220,7 +220,11 @@ mod tests {
     use super::*;
 
     fn p(linger_ms: u64) -> Arc<Presence> {
-        Arc::new(Presence::new("r1".into(), Duration::from_millis(linger_ms)))
+        Arc::new(Presence::new(
+            "r1".into(),
+            Duration::from_millis(linger_ms),
+            FLUSH_EVERY,
+        ))
     }
 
     #[test]

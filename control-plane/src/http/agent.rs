@@ -12,7 +12,8 @@ use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::ca::IssuedCert;
 use crate::delivery::Changes;
-use crate::store::{self, audit::NewAudit, nodes::NodeRow, services::ServiceRow};
+use crate::enrollment::{self, Enrollment};
+use crate::store::{self, audit::NewAudit, services::ServiceRow};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -101,23 +102,21 @@ fn identity_response(
     }
 }
 
-/// Signs an identity for `id` from `csr` under its service's key-type policy.
+/// Signs an identity for `id` from `csr` under its service's key-type policy (CPU
+/// only: no database, so no lock is held while it runs).
 fn issue_identity(
-    c: &mut store::Conn<'_>,
     state: &AppState,
+    svc: &ServiceRow,
     id: &SpiffeId,
     csr: &str,
     now: OffsetDateTime,
-) -> Result<(ServiceRow, IssuedCert), ApiError> {
-    let svc = store::services::get(c, id.service.as_str(), None)?
-        .ok_or_else(|| ApiError::not_found(format!("service {}", id.service)))?;
+) -> Result<IssuedCert, ApiError> {
     let key_type: KeyType = svc
         .key_type
         .parse()
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
     let ttl = time::Duration::try_from(state.identity_ttl).unwrap_or(time::Duration::hours(24));
-    let cert = state.ca.issue_identity(csr, id, key_type, now, ttl)?;
-    Ok((svc, cert))
+    Ok(state.ca.issue_identity(csr, id, key_type, now, ttl)?)
 }
 
 /// `POST /v1/agent/enroll`. Checks, in order, the join token, the service and the CSR,
@@ -157,99 +156,7 @@ pub async fn enroll(
         node: req.node_id.clone(),
     };
     let token_hash = sha256_hex(req.join_token.as_bytes());
-    let st = state.clone();
-    let spiffe = id.clone();
-    let issued = state
-        .store
-        .write(move |c| {
-            let now = OffsetDateTime::now_utc();
-            let now_ms = store::ms(now);
-            let token = store::join_tokens::find_by_hash(c, &token_hash)?
-                .filter(|t| t.service == spiffe.service.as_str())
-                .ok_or_else(|| {
-                    ApiError::unauthorized("join token is not valid for this service")
-                })?;
-            if token.expires_at <= now_ms {
-                return Err(ApiError::forbidden(
-                    "join token has expired; create a new one",
-                ));
-            }
-            if token.uses >= token.max_uses {
-                return Err(ApiError::forbidden(
-                    "join token has no uses left; create a new one",
-                ));
-            }
-            let (svc, cert) = issue_identity(c, &st, &spiffe, &req.csr, now)?;
-            let existing = store::nodes::get(c, spiffe.service.as_str(), spiffe.node.as_str())?;
-            let not_after = store::ms(cert.not_after);
-            let action = if existing.is_some() {
-                store::nodes::reenroll(
-                    c,
-                    spiffe.service.as_str(),
-                    spiffe.node.as_str(),
-                    &cert.serial,
-                    not_after,
-                    now_ms,
-                )?;
-                // Every earlier identity stops working now: held polls and node caches
-                // of every replica are told (at COMMIT).
-                let mut changes = Changes::default();
-                changes.node(spiffe.service.as_str(), spiffe.node.as_str());
-                changes.notify_in_tx(c)?;
-                "node.reenroll"
-            } else {
-                store::nodes::insert(
-                    c,
-                    &NodeRow {
-                        service: spiffe.service.to_string(),
-                        node_id: spiffe.node.to_string(),
-                        state: "active".into(),
-                        identity_serial: cert.serial.clone(),
-                        prev_identity_serial: None,
-                        identity_not_after: not_after,
-                        enrolled_at: now_ms,
-                        last_seen: Some(now_ms),
-                        desired_version: 0,
-                        acked_version: 0,
-                        cert_not_after: None,
-                        desired_hash: None,
-                        acked_hash: None,
-                        acked_at: None,
-                        // Central mode: due at once, so the scheduler issues the
-                        // first bundle within a tick.
-                        renew_at: Some(now_ms),
-                        clock_skew_ms: None,
-                        last_error: None,
-                        hook_exit_code: None,
-                        agent_version: None,
-                        desired_at: None,
-                        unseen_at: Some(now_ms + svc.stale_after_seconds * 1000),
-                        held_by: None,
-                    },
-                )?;
-                "node.enroll"
-            };
-            store::audit::record(
-                c,
-                &NewAudit {
-                    at: now_ms,
-                    actor: format!("join-token:{}", token.id),
-                    tenant: Some(svc.tenant),
-                    action: action.into(),
-                    target: format!("{}/{}", spiffe.service, spiffe.node),
-                    detail: serde_json::json!({ "serial": cert.serial }).to_string(),
-                },
-            )?;
-            // Last, so the token's row stays locked only until the commit: enrollments
-            // with one token serialize on it (docs/benchmarks.md, enrollment storm).
-            if !store::join_tokens::consume(c, &token.id, now_ms)? {
-                return Err(ApiError::forbidden(
-                    "join token has no uses left; create a new one",
-                ));
-            }
-            Ok::<_, ApiError>(cert)
-        })
-        .await;
+    let issued = enroll_checked(&state, &id, token_hash, &req.csr).await;
     count_failure(&state.enroll_guard, ip, &issued);
     let issued = issued?;
     // After the commit: this replica's cache and held polls of the node (a re-enrollment).
@@ -263,6 +170,66 @@ pub async fn enroll(
         issued.pem,
         issued.not_after,
     )))
+}
+
+/// The join token and the service are checked (unlocked reads) before anything is
+/// signed, the identity is signed outside any transaction, and the enrollment writer
+/// checks the token again under its lock while it records the node.
+async fn enroll_checked(
+    state: &AppState,
+    id: &SpiffeId,
+    token_hash: String,
+    csr: &str,
+) -> Result<IssuedCert, ApiError> {
+    let svc_name = id.service.to_string();
+    let (token, svc) = state
+        .store
+        .read(move |c| {
+            Ok((
+                store::join_tokens::find_by_hash(c, &token_hash)?,
+                store::services::get(c, &svc_name, None)?,
+            ))
+        })
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    let now_ms = store::ms(now);
+    let token = token
+        .filter(|t| t.service == id.service.as_str())
+        .ok_or_else(|| ApiError::unauthorized("join token is not valid for this service"))?;
+    if token.expires_at <= now_ms {
+        return Err(ApiError::forbidden(
+            "join token has expired; create a new one",
+        ));
+    }
+    if token.uses >= token.max_uses {
+        return Err(ApiError::forbidden(
+            "join token has no uses left; create a new one",
+        ));
+    }
+    let svc = svc.ok_or_else(|| ApiError::not_found(format!("service {}", id.service)))?;
+    let cert = issue_identity(state, &svc, id, csr, now)?;
+    state
+        .enrollments
+        .submit(Enrollment {
+            token_id: token.id,
+            service: svc.name,
+            tenant: svc.tenant,
+            node_id: id.node.to_string(),
+            serial: cert.serial.clone(),
+            not_after: store::ms(cert.not_after),
+            stale_after_seconds: svc.stale_after_seconds,
+            now: now_ms,
+        })
+        .await
+        .map_err(|e| match e {
+            enrollment::EnrollError::TokenUnknown => ApiError::unauthorized(e.to_string()),
+            e @ (enrollment::EnrollError::TokenExpired | enrollment::EnrollError::TokenUsedUp) => {
+                ApiError::forbidden(e.to_string())
+            }
+            enrollment::EnrollError::Store(e) => e.into(),
+            e @ enrollment::EnrollError::Stopped => ApiError::Internal(e.into()),
+        })?;
+    Ok(cert)
 }
 
 /// `POST /v1/agent/renew`: a new identity certificate for the caller's own identity.
@@ -288,13 +255,18 @@ pub async fn renew(
     who: AgentIdentity,
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<IdentityIssued>, ApiError> {
-    let st = state.clone();
     let spiffe = who.id.clone();
+    let svc_name = spiffe.service.to_string();
+    let svc = state
+        .store
+        .read(move |c| store::services::get(c, &svc_name, None))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("service {}", spiffe.service)))?;
+    // Signed before the transaction: no row is locked while the CPU works.
+    let cert = issue_identity(&state, &svc, &spiffe, &req.csr, OffsetDateTime::now_utc())?;
     let issued = state
         .store
         .write(move |c| {
-            let now = OffsetDateTime::now_utc();
-            let (_, cert) = issue_identity(c, &st, &spiffe, &req.csr, now)?;
             store::nodes::renew_identity(
                 c,
                 spiffe.service.as_str(),

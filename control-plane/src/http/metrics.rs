@@ -200,6 +200,27 @@ pub async fn metrics(
         &[],
         stats.acks.load(Ordering::Relaxed) as f64,
     );
+    let (hits, misses) = state.waiters.cache.counts();
+    for (name, help, v) in [
+        (
+            "ferry_ack_batches_total",
+            "Transactions that committed acks (group commit: many acks each).",
+            state.acks.batches() as f64,
+        ),
+        (
+            "ferry_node_cache_hits_total",
+            "Agent requests whose node check was answered from memory.",
+            hits as f64,
+        ),
+        (
+            "ferry_node_cache_misses_total",
+            "Agent requests whose node check read the database.",
+            misses as f64,
+        ),
+    ] {
+        o.family(name, "counter", help);
+        o.sample(name, &[], v);
+    }
     for (name, help, v) in [
         (
             "ferry_enroll_refused_total",

@@ -53,6 +53,8 @@ pub struct AppState {
     pub presence: Arc<crate::delivery::Presence>,
     /// Group commit of acks.
     pub acks: Arc<crate::delivery::acks::Acks>,
+    /// Group commit of enrollments.
+    pub enrollments: Arc<crate::enrollment::Enrollments>,
     /// Reads customer objects (inventories, imported certificates).
     pub objects: crate::objects::Objects,
     /// Refuses enrollments from addresses that keep guessing join tokens.

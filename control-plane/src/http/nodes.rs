@@ -30,7 +30,13 @@ pub fn to_api(td: &TrustDomain, r: NodeRow) -> Result<Node, ApiError> {
         state: r.state,
         desired_version: r.desired_version,
         acked_version: r.acked_version,
-        last_seen: r.last_seen.map(store::from_ms),
+        // A node holding a poll right now is seen now (its row is written only when
+        // it connects and when it goes away, not on every poll).
+        last_seen: if r.held_by.is_some() {
+            Some(time::OffsetDateTime::now_utc())
+        } else {
+            r.last_seen.map(store::from_ms)
+        },
         cert_not_after: r.cert_not_after.map(store::from_ms),
         identity_not_after: store::from_ms(r.identity_not_after),
         enrolled_at: store::from_ms(r.enrolled_at),

@@ -31,6 +31,14 @@ pub fn record(c: &mut Conn<'_>, entry: &NewAudit) -> QueryResult<()> {
     on_backend!(c, c => diesel::insert_into(audit_log::table).values(entry).execute(c)).map(drop)
 }
 
+/// Many rows in few statements (a batch of enrollments).
+pub fn record_many(c: &mut Conn<'_>, entries: &[NewAudit]) -> QueryResult<()> {
+    for chunk in entries.chunks(500) {
+        on_backend!(c, c => diesel::insert_into(audit_log::table).values(chunk).execute(c))?;
+    }
+    Ok(())
+}
+
 /// Newest first, before `before_id`.
 pub fn list(c: &mut Conn<'_>, before_id: Option<i64>, limit: i64) -> QueryResult<Vec<AuditRow>> {
     let before = before_id.unwrap_or(i64::MAX);

@@ -41,3 +41,28 @@ pub fn consume(c: &mut Conn<'_>, id: &str, now: i64) -> QueryResult<bool> {
     .execute(c))
     .map(|n| n == 1)
 }
+
+/// The tokens of `ids`, locked until the transaction ends (PostgreSQL, in id order so
+/// concurrent batches never wait on each other in a circle; SQLite's writer is alone).
+pub fn lock(c: &mut Conn<'_>, ids: &[String]) -> QueryResult<Vec<JoinTokenRow>> {
+    macro_rules! q {
+        () => {
+            join_tokens::table
+                .filter(join_tokens::id.eq_any(ids))
+                .order(join_tokens::id)
+                .select(JoinTokenRow::as_select())
+        };
+    }
+    match c {
+        Conn::Pg(c) => q!().for_update().load(*c),
+        Conn::Sqlite(c) => q!().load(*c),
+    }
+}
+
+/// Spends `n` uses of a token locked by [`lock`] (the caller checked they are left).
+pub fn add_uses(c: &mut Conn<'_>, id: &str, n: i32) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(join_tokens::table.find(id))
+        .set(join_tokens::uses.eq(join_tokens::uses + n))
+        .execute(c))
+    .map(drop)
+}

@@ -110,6 +110,27 @@ pub fn insert(c: &mut Conn<'_>, row: &NodeRow) -> QueryResult<()> {
     on_backend!(c, c => diesel::insert_into(nodes::table).values(row).execute(c)).map(drop)
 }
 
+/// Many new nodes in few statements (a batch of enrollments).
+pub fn insert_many(c: &mut Conn<'_>, rows: &[NodeRow]) -> QueryResult<()> {
+    for chunk in rows.chunks(500) {
+        on_backend!(c, c => diesel::insert_into(nodes::table).values(chunk).execute(c))?;
+    }
+    Ok(())
+}
+
+/// Which of `keys` are enrolled already.
+pub fn existing(c: &mut Conn<'_>, keys: &[(String, String)]) -> QueryResult<Vec<(String, String)>> {
+    let services: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|(_, n)| n.as_str()).collect();
+    let found: Vec<(String, String)> = on_backend!(c, c => nodes::table
+        .filter(nodes::service.eq_any(&services))
+        .filter(nodes::node_id.eq_any(&ids))
+        .select((nodes::service, nodes::node_id))
+        .load(c))?;
+    let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
+    Ok(found.into_iter().filter(|k| wanted.contains(k)).collect())
+}
+
 /// Re-enrollment: a fresh identity replaces every earlier one (the old key may be lost
 /// or compromised, so its certificates stop working at once).
 pub fn reenroll(
