@@ -2,15 +2,17 @@
 //! period, that were not seen within `stale_after`, or whose installed certificate
 //! expires within `alert_before`; fires one alert per (node, reason), resolves it when
 //! the reason is gone, and fires a service-wide alert when too large a share of a
-//! service is stale. Every read goes through an index that holds only candidate nodes.
+//! service is stale. The database compares (`store::staleness`: anti-joins of stale
+//! causes against firing alerts) and returns only what changes; every read goes
+//! through an index that holds only candidate nodes or firing alerts.
 //! One replica runs a pass at a time (transaction advisory lock). It manages only its
 //! own reasons (lagging, unseen, expiring, stale-share): other jobs' alerts are theirs.
 
 use super::alerting::rfc3339 as fmt_ms;
 use super::{JobSettings, pause};
 use crate::http::AppState;
-use crate::store::{self, alerts::AlertRow};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::store::{self, alerts::AlertRow, staleness::ToFire};
+use std::collections::HashSet;
 use tokio::sync::watch;
 
 const LOCK_KEY: i64 = 0x6665_7272_7900_0003;
@@ -69,45 +71,12 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                 return Ok(report);
             }
             let now = store::now_ms();
-            // (service, node, reason) -> detail, for every reason a node is stale now.
-            let mut stale: BTreeMap<(String, String, &'static str), String> = BTreeMap::new();
-            for (s, n, desired, acked) in store::alerts::lagging(c, now)? {
-                stale.insert(
-                    (s, n, "lagging"),
-                    format!("acknowledged version {acked}, desired {desired}"),
-                );
-            }
-            for (s, n, last_seen) in store::alerts::unseen(c, now)? {
-                let seen = last_seen.map(fmt_ms).unwrap_or_else(|| "never".into());
-                stale.insert((s, n, "unseen"), format!("last seen {seen}"));
-            }
             let horizon = store::alerts::max_alert_before_ms(c)?;
-            for (s, n, not_after) in store::alerts::expiring(c, now, horizon)? {
-                stale.insert(
-                    (s, n, "expiring"),
-                    format!("installed certificate expires {}", fmt_ms(not_after)),
-                );
+            let changes = store::staleness::changes(c, now, horizon, stale_share)?;
+            report.stale_nodes = usize::try_from(changes.stale_nodes).unwrap_or(0);
+            if changes.to_fire.is_empty() && changes.to_resolve.is_empty() {
+                return Ok(report);
             }
-            let mut stale_by_service: HashMap<String, HashSet<String>> = HashMap::new();
-            for (s, n, _) in stale.keys() {
-                stale_by_service
-                    .entry(s.clone())
-                    .or_default()
-                    .insert(n.clone());
-            }
-            report.stale_nodes = stale_by_service.values().map(HashSet::len).sum();
-            let names: Vec<String> = stale_by_service.keys().cloned().collect();
-            let totals: HashMap<String, i64> = store::services::node_counts(c, &names)?
-                .into_iter()
-                .collect();
-            for (svc, nodes) in &stale_by_service {
-                let total = totals.get(svc).copied().unwrap_or(0);
-                if total > 0 && nodes.len() as f64 / total as f64 > stale_share {
-                    let detail = format!("{} of {total} nodes are stale", nodes.len());
-                    stale.insert((svc.clone(), String::new(), "stale-share"), detail);
-                }
-            }
-
             let hooked: HashSet<String> = store::services::with_webhooks(c)?
                 .into_iter()
                 .map(|w| w.service)
@@ -123,32 +92,19 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
                 report.events += 1;
                 Ok(())
             };
-            let firing = store::alerts::firing(c)?;
-            let open: HashSet<(String, String, String)> = firing
-                .iter()
-                .map(|a| (a.service.clone(), a.node_id.clone(), a.reason.clone()))
-                .collect();
-            for a in &firing {
-                // Other jobs' alerts (sources, inventory) are theirs to resolve.
-                let reason = reason_static(&a.reason);
-                if reason.is_empty() {
-                    continue;
-                }
-                if !stale.contains_key(&(a.service.clone(), a.node_id.clone(), reason)) {
-                    store::alerts::resolve(c, &a.id, now)?;
+            for a in &changes.to_resolve {
+                if store::alerts::resolve(c, &a.id, now)? {
                     outbox(c, a, "resolved")?;
                     report.resolved += 1;
                 }
             }
-            for ((svc, node, reason), detail) in stale {
-                if open.contains(&(svc.clone(), node.clone(), reason.to_owned())) {
-                    continue;
-                }
+            for f in changes.to_fire {
+                let detail = detail(&f);
                 let alert = AlertRow {
                     id: crate::http::new_id().map_err(|_| store::StoreError::Task)?,
-                    service: svc,
-                    node_id: node,
-                    reason: reason.to_owned(),
+                    service: f.service,
+                    node_id: f.node_id,
+                    reason: f.reason,
                     state: "firing".into(),
                     detail,
                     fired_at: now,
@@ -163,14 +119,19 @@ pub async fn pass(state: &AppState, stale_share: f64) -> Result<PassReport, stor
         .await
 }
 
-/// The detector's own reasons as the static strings its map uses ('' for any other
-/// job's reason: the detector leaves those alerts alone).
-fn reason_static(r: &str) -> &'static str {
-    match r {
-        "lagging" => "lagging",
-        "unseen" => "unseen",
-        "expiring" => "expiring",
-        "stale-share" => "stale-share",
-        _ => "",
+/// The alert's detail line, from the figures its question returned.
+fn detail(f: &ToFire) -> String {
+    let num = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |v| v.to_string());
+    match f.reason.as_str() {
+        "lagging" => format!("acknowledged version {}, desired {}", num(f.a), num(f.b)),
+        "unseen" => format!(
+            "last seen {}",
+            f.a.map(fmt_ms).unwrap_or_else(|| "never".into())
+        ),
+        "expiring" => format!(
+            "installed certificate expires {}",
+            f.a.map(fmt_ms).unwrap_or_else(|| "?".into())
+        ),
+        _ => format!("{} of {} nodes are stale", num(f.a), num(f.b)),
     }
 }

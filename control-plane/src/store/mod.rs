@@ -27,6 +27,7 @@ pub mod schema;
 pub mod services;
 pub mod source_fetches;
 pub mod sources;
+pub mod staleness;
 pub mod status;
 pub mod tenants;
 pub mod tokens;
