@@ -16,6 +16,8 @@
 #                                        the agent library in-process (issue 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headline figures run durable, as production does; FERRY_PG_FSYNC=off for the others.
+export FERRY_PG_FSYNC=${FERRY_PG_FSYNC:-on}
 source scripts/pg.sh
 cargo build --release --quiet -p ferry-tests --bins -p ferry-control-plane -p ferry-agent
 ulimit -n "$(ulimit -Hn)"
@@ -29,7 +31,7 @@ part="${1:-all}"
 smoke=()
 for a in "$@"; do [ "$a" = --smoke ] && smoke=(--smoke); done
 
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)'), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)'), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, PostgreSQL fsync=$FERRY_PG_FSYNC"
 case "$part" in
   floors) "$bin/ferry-bench-floors" all --url "$FERRY_TEST_DATABASE_URL" "$@" ;;
   database | staleness) "$bin/ferry-bench-staleness" "$@" ;;

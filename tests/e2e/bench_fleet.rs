@@ -4,9 +4,16 @@
 
 use ferry_tests::{bench::smoke_run, bin_path};
 
-const FIGURES: [&str; 7] = [
+const FIGURES: [&str; 14] = [
     "enroll.failures",
     "enroll.rate",
+    "enroll.server_cpu_ms",
+    "idle.statements_per_poll",
+    "idle.wal_bytes_per_second",
+    "idle.server_cpu_ms_per_agent_minute",
+    "refresh.server_cpu_ms",
+    "cycles.server_cpu_ms",
+    "hot.rotation.nodes",
     "hold.ferry.200",
     "hold.ferry.300",
     "refresh.p99.200",

@@ -9,6 +9,7 @@
 
 mod fleet;
 mod inproc;
+mod measure;
 mod procs;
 mod swarm;
 
@@ -48,6 +49,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency: arg("--concurrency", 128) as usize,
                 refreshes: arg("--refreshes", if smoke { 50 } else { 1000 }) as usize,
                 rate: arg("--rate", if smoke { 50 } else { 100 }),
+                idle_seconds: arg("--idle-seconds", if smoke { 10 } else { 120 }),
             };
             println!(
                 "fleet: {} agents (+{} for the memory point), {} per process, PostgreSQL",

@@ -286,6 +286,13 @@ impl CpuMeter {
         ]
     }
 
+    /// Control-plane plus PostgreSQL CPU milliseconds since `start`, per one of `units`.
+    pub fn server_ms_per(&self, units: usize) -> f64 {
+        let end = Self::sample(self.cp);
+        let server = (end[0] - self.start[0]) + (end[1] - self.start[1]);
+        server * 1000.0 / units.max(1) as f64
+    }
+
     /// `CPU (cores busy): control plane X, PostgreSQL Y, agents Z` since `start`.
     pub fn report(&self) -> String {
         let end = Self::sample(self.cp);
