@@ -29,25 +29,6 @@ async fn installed(cp: &ControlPlane, n: i64) {
     .await;
 }
 
-async fn metric(cp: &ControlPlane, name: &str) -> f64 {
-    let text = cp
-        .admin()
-        .client
-        .get(format!("{}/metrics", cp.url))
-        .bearer_auth(&cp.admin_token)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} exported"))
-        .parse()
-        .expect("a number")
-}
-
 fn polls(cp: &ControlPlane) -> u64 {
     cp.stats
         .polls_not_modified
@@ -88,7 +69,7 @@ async fn an_idle_poll_reads_and_writes_no_database_row() {
     installed(&cp, 16).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // presence written, caches warm
     let versions = "SELECT CAST(COALESCE(SUM(xmin::text::bigint), 0) AS BIGINT) AS n FROM nodes";
-    let misses_before = metric(&cp, "ferry_node_cache_misses_total").await;
+    let misses_before = cp.metric("ferry_node_cache_misses_total").await;
     let (rows_before, polls_before) = (cp.db.scalar(versions), polls(&cp));
     let statements_before = cp.store.statements();
 
@@ -104,7 +85,7 @@ async fn an_idle_poll_reads_and_writes_no_database_row() {
         rows_before,
         "an idle poll wrote a node row"
     );
-    let misses = metric(&cp, "ferry_node_cache_misses_total").await - misses_before;
+    let misses = cp.metric("ferry_node_cache_misses_total").await - misses_before;
     assert_eq!(misses, 0.0, "an idle poll read its node from the database");
     let per_poll = statements.saturating_sub(baseline) as f64 / polls as f64;
     println!(
@@ -394,8 +375,8 @@ async fn concurrent_acks_are_decided_one_by_one_and_committed_together(backend: 
         "a repeat later is harmless"
     );
     assert_eq!(acked("n03"), v(3));
-    let batches = metric(&cp, "ferry_ack_batches_total").await;
-    let acks = metric(&cp, "ferry_acks_total").await;
+    let batches = cp.metric("ferry_ack_batches_total").await;
+    let acks = cp.metric("ferry_acks_total").await;
     assert!(batches <= acks, "{batches} batches for {acks} acks");
 }
 

@@ -154,6 +154,26 @@ impl ControlPlane {
         self.api(Some(&self.admin_token))
     }
 
+    /// One unlabelled sample of `/metrics` (panics when it is not exported).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .admin()
+            .client
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} exported"))
+            .parse()
+            .expect("a number")
+    }
+
     pub fn api(&self, token: Option<&str>) -> Api {
         let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA PEM");
         let client = reqwest::Client::builder()

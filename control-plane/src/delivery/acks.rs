@@ -217,6 +217,7 @@ async fn write(
             let serve = Serve {
                 master: &ctx2.master,
                 trust_bundle: ctx2.ca.bundle_pem(),
+                waiters: None,
             };
             let mut accepted = Vec::new();
             let mut results = Vec::with_capacity(items.len());

@@ -1,13 +1,17 @@
 //! A node's bundle as it is served: the certificate and key issued last (the `bundles`
-//! row), the node's metadata merged live, at the node's desired version. The content
+//! row), the node's metadata merged live over the service's (kept in memory per
+//! service, [`super::servicecache`]), at the node's desired version. The content
 //! hash is computed here from exactly what is served, so a metadata change only has to
 //! bump versions (one statement for a whole service) and never rewrites bundles.
 
+use super::Waiters;
+use super::servicecache::ServiceParts;
 use crate::ca::sealing::{MasterKey, SealError};
 use crate::store::{self, Conn};
 use ferry_shared::KeyType;
 use ferry_shared::api::Bundle;
 use ferry_shared::hash::bundle_content_hash;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CurrentError {
@@ -55,6 +59,8 @@ pub fn chain_and_trust(chain_pem: &str, ferry_trust: &str) -> (String, String) {
 pub struct Serve<'a> {
     pub master: &'a MasterKey,
     pub trust_bundle: &'a str,
+    /// The replica's caches (None: read the service's rows every time).
+    pub waiters: Option<&'a Waiters>,
 }
 
 impl Serve<'_> {
@@ -90,8 +96,12 @@ impl Serve<'_> {
         let Some(row) = store::bundles::get(c, service, node_id)? else {
             return Ok(None);
         };
-        let svc = store::services::get(c, service, None)?;
-        let metadata = store::metadata::resolved(c, service, node_id, now_ms)?;
+        let parts = self.service_parts(c, service, now_ms)?;
+        let mut metadata = parts
+            .as_ref()
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default();
+        metadata.extend(store::metadata::node_only(c, service, node_id, now_ms)?);
         let private_key = match (&row.key_sealed, &row.key_id) {
             (Some(sealed), Some(key_id)) => {
                 // Sealed under the version it was issued at, which a later metadata
@@ -126,13 +136,45 @@ impl Serve<'_> {
                 metadata,
                 not_after: row.not_after.map(store::from_ms),
                 csr_required: row.csr_required,
-                csr_key_type: svc
+                csr_key_type: parts
                     .as_ref()
                     .filter(|_| row.csr_required)
                     .and_then(|s| s.key_type.parse::<KeyType>().ok()),
-                alert_before_seconds: svc.as_ref().map(|s| s.alert_before_seconds as u64),
+                alert_before_seconds: parts.as_ref().map(|s| s.alert_before_seconds as u64),
             },
             cached,
         )))
+    }
+
+    /// The service-level part of the bundle: from the replica's cache, else read (the
+    /// service row and its service-wide values) and kept. None: the service is gone.
+    fn service_parts(
+        &self,
+        c: &mut Conn<'_>,
+        service: &str,
+        now_ms: i64,
+    ) -> Result<Option<Arc<ServiceParts>>, CurrentError> {
+        let caches = self.waiters.map(|w| (&w.services_cache, &w.cache));
+        let epoch = match caches {
+            Some((parts, nodes)) => match parts.get(nodes, service, now_ms) {
+                Some(p) => return Ok(Some(p)),
+                None => Some(parts.epoch()),
+            },
+            None => None,
+        };
+        let Some(svc) = store::services::get(c, service, None)? else {
+            return Ok(None);
+        };
+        let (metadata, expires_ms) = store::metadata::service_wide(c, service, now_ms)?;
+        let parts = ServiceParts {
+            key_type: svc.key_type,
+            alert_before_seconds: svc.alert_before_seconds,
+            metadata,
+            expires_ms,
+        };
+        if let (Some((cache, nodes)), Some(epoch)) = (caches, epoch) {
+            cache.fill(nodes, epoch, service, parts.clone(), now_ms);
+        }
+        Ok(Some(Arc::new(parts)))
     }
 }

@@ -6,10 +6,12 @@ use crate::ca::leaf::{generate_key, render_sans};
 use crate::ca::sealing::{MasterKey, SealError};
 use crate::ca::{Ca, CaError};
 use crate::store::bundles::BundleRow;
+use crate::store::nodes::{Desired, NodeRow};
 use crate::store::services::ServiceRow;
 use crate::store::{self, Conn};
 use ferry_shared::hash::bundle_content_hash;
 use ferry_shared::{KeyMode, KeyType, NodeId, ServiceName, SpiffeId, TrustDomain};
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,13 @@ pub enum IssueError {
     BadService(String, String),
     #[error("certificates of service {0} are imported: import a new one to change them")]
     Imported(String),
+}
+
+/// A central-mode certificate and key signed for a node, not yet stored.
+pub struct Signed {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub not_after: OffsetDateTime,
 }
 
 /// What issuing needs besides the database.
@@ -87,19 +96,8 @@ impl Issuer<'_> {
         let id = spiffe(self.trust_domain, &svc.name, node_id)?;
         match key_mode {
             KeyMode::Central => {
-                let key = generate_key(key_type)?;
-                let cert = self.sign(svc, &id, &key, now)?;
-                self.store(
-                    c,
-                    svc,
-                    node_id,
-                    cert.pem,
-                    "",
-                    Some(key.serialize_pem()),
-                    Some(cert.not_after),
-                    false,
-                    now,
-                )
+                let signed = self.sign_central(svc, key_type, &id, now)?;
+                self.store_signed(c, svc, node_id, signed, now)
             }
             KeyMode::NodeKey => {
                 // Keep serving the current certificate while the node produces a CSR.
@@ -111,6 +109,58 @@ impl Issuer<'_> {
             }
             KeyMode::Imported => Err(IssueError::Imported(svc.name.clone())),
         }
+    }
+
+    /// Central mode, the CPU half of a renewal: a new key and its certificate, with no
+    /// database work, so a batch can be signed before its transaction begins.
+    pub fn sign_next(
+        &self,
+        svc: &ServiceRow,
+        node_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Signed, IssueError> {
+        let (key_type, _) = policy(svc)?;
+        let id = spiffe(self.trust_domain, &svc.name, node_id)?;
+        self.sign_central(svc, key_type, &id, now)
+    }
+
+    /// The database half: `signed` becomes the node's next bundle (node row locked
+    /// first). Returns the new version.
+    pub fn store_signed(
+        &self,
+        c: &mut Conn<'_>,
+        svc: &ServiceRow,
+        node_id: &str,
+        signed: Signed,
+        now: OffsetDateTime,
+    ) -> Result<i64, IssueError> {
+        self.store(
+            c,
+            svc,
+            node_id,
+            signed.cert_pem,
+            "",
+            Some(signed.key_pem),
+            Some(signed.not_after),
+            false,
+            now,
+        )
+    }
+
+    fn sign_central(
+        &self,
+        svc: &ServiceRow,
+        key_type: KeyType,
+        id: &SpiffeId,
+        now: OffsetDateTime,
+    ) -> Result<Signed, IssueError> {
+        let key = generate_key(key_type)?;
+        let cert = self.sign(svc, id, &key, now)?;
+        Ok(Signed {
+            cert_pem: cert.pem,
+            key_pem: key.serialize_pem(),
+            not_after: cert.not_after,
+        })
     }
 
     /// `imported` mode: a customer's certificate (leaf), its chain and key, already
@@ -201,50 +251,101 @@ impl Issuer<'_> {
     ) -> Result<i64, IssueError> {
         let node = store::nodes::get_for_update(c, &svc.name, node_id)?
             .ok_or_else(|| IssueError::NodeGone(node_id.to_owned()))?;
-        let version = node.desired_version + 1;
         // The metadata as of this version (serving merges it live, which matches until
         // a metadata change bumps the version again).
         let metadata = store::metadata::resolved(c, &svc.name, node_id, store::ms(now))?;
-        let metadata = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".to_owned());
+        let next = self.prepare(
+            svc,
+            &node,
+            Material {
+                cert_pem,
+                chain_pem: chain_pem.to_owned(),
+                key_pem,
+                not_after,
+                csr_required,
+            },
+            &metadata,
+            now,
+        )?;
+        store::bundles::put(c, &next.bundle)?;
+        let d = &next.desired;
+        store::nodes::set_desired(c, &svc.name, node_id, d.version, &d.hash, d.renew_at, d.at)?;
+        Ok(d.version)
+    }
+
+    /// A node's next bundle row and desired state from its locked row, the certificate
+    /// material and the metadata as of now: version, content hash, sealed key, next
+    /// renewal. No database work.
+    pub(super) fn prepare(
+        &self,
+        svc: &ServiceRow,
+        node: &NodeRow,
+        m: Material,
+        metadata: &BTreeMap<String, serde_json::Value>,
+        now: OffsetDateTime,
+    ) -> Result<Next, IssueError> {
+        let version = node.desired_version + 1;
+        let metadata = serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned());
         let trust = self.ca.bundle_pem();
-        let (chain, trust) = super::current::chain_and_trust(chain_pem, trust);
-        let hash = bundle_content_hash(&cert_pem, &chain, key_pem.as_deref(), &trust, &metadata);
-        let aad = format!("{}/{}/{}", svc.name, node_id, version);
-        let key_sealed = key_pem
+        let (chain, trust) = super::current::chain_and_trust(&m.chain_pem, trust);
+        let hash =
+            bundle_content_hash(&m.cert_pem, &chain, m.key_pem.as_deref(), &trust, &metadata);
+        let aad = format!("{}/{}/{}", svc.name, node.node_id, version);
+        let key_sealed = m
+            .key_pem
             .map(|k| self.master.seal(k.as_bytes(), aad.as_bytes()))
             .transpose()?;
         let now_ms = store::ms(now);
         let imported = svc.key_mode == KeyMode::Imported.to_string();
-        let next = (!csr_required && !imported).then(|| {
+        let renew_at = (!m.csr_required && !imported).then(|| {
             renew_at(
                 now_ms,
                 svc.cert_ttl_seconds,
                 svc.renew_before_seconds,
                 &svc.name,
-                node_id,
+                &node.node_id,
                 version,
             )
         });
-        store::bundles::put(
-            c,
-            &BundleRow {
+        Ok(Next {
+            bundle: BundleRow {
                 service: svc.name.clone(),
-                node_id: node_id.to_owned(),
+                node_id: node.node_id.clone(),
                 version,
                 content_hash: hash.clone(),
-                cert_pem,
-                chain_pem: chain_pem.to_owned(),
+                cert_pem: m.cert_pem,
+                chain_pem: m.chain_pem,
                 key_id: key_sealed.as_ref().map(|_| self.master.id().to_owned()),
                 key_sealed,
-                not_after: not_after.map(store::ms),
-                csr_required,
+                not_after: m.not_after.map(store::ms),
+                csr_required: m.csr_required,
                 metadata,
                 created_at: now_ms,
             },
-        )?;
-        store::nodes::set_desired(c, &svc.name, node_id, version, &hash, next, now_ms)?;
-        Ok(version)
+            desired: Desired {
+                node_id: node.node_id.clone(),
+                version,
+                hash,
+                renew_at,
+                at: now_ms,
+            },
+        })
     }
+}
+
+/// What a bundle is made of before it has a version.
+pub(super) struct Material {
+    pub cert_pem: String,
+    pub chain_pem: String,
+    pub key_pem: Option<String>,
+    pub not_after: Option<OffsetDateTime>,
+    pub csr_required: bool,
+}
+
+/// A node's next bundle and the desired state that points at it.
+pub(super) struct Next {
+    pub bundle: BundleRow,
+    pub desired: Desired,
 }
 
 #[cfg(test)]

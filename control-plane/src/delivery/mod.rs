@@ -2,16 +2,20 @@
 //! metadata ([`current`]), holding agents' long-polls
 //! until their version changes ([`waiters`]), and waking polls across replicas
 //! ([`notify`]), the agent API's in-memory view of each node ([`nodecache`]),
-//! liveness from held connections ([`presence`]) and group-committed acks ([`acks`]).
+//! liveness from held connections ([`presence`]), group-committed acks ([`acks`]) and
+//! certificates signed in batches before their transaction ([`batch`]), and the
+//! service-level part of bundles kept in memory ([`servicecache`]).
 //! The HTTP handlers in `http::delivery` and the jobs in `jobs` use these;
 //! a held poll never holds a database connection.
 
 pub mod acks;
+pub mod batch;
 pub mod current;
 pub mod issue;
 pub mod nodecache;
 pub mod notify;
 pub mod presence;
+pub mod servicecache;
 pub mod waiters;
 
 pub use current::{CurrentError, Serve};

@@ -67,7 +67,9 @@ impl NodeCache {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn usable(&self, now_ms: i64) -> bool {
+    /// Whether entries may be trusted now (the LISTEN connection is up and answering,
+    /// or no listener is needed).
+    pub fn trusted(&self, now_ms: i64) -> bool {
         if !self.listening.load(Ordering::Acquire) {
             return false;
         }
@@ -79,7 +81,7 @@ impl NodeCache {
 
     /// The cached node, if trusted now.
     pub fn get(&self, service: &str, node: &str, now_ms: i64) -> Option<NodeAuth> {
-        let found = self.usable(now_ms).then(|| {
+        let found = self.trusted(now_ms).then(|| {
             self.lock()
                 .get(service)
                 .and_then(|m| m.get(node))
@@ -107,7 +109,7 @@ impl NodeCache {
     pub fn fill(&self, epoch: u64, service: &str, node: &str, auth: NodeAuth, now_ms: i64) {
         let mut map = self.lock();
         // Checked under the lock that invalidations also take, so none slips between.
-        if self.epoch.load(Ordering::Acquire) != epoch || !self.usable(now_ms) {
+        if self.epoch.load(Ordering::Acquire) != epoch || !self.trusted(now_ms) {
             return;
         }
         map.entry(service.to_owned()).or_default().insert(

@@ -7,6 +7,7 @@
 //! request of that node read the database.
 
 use super::nodecache::NodeCache;
+use super::servicecache::ServiceCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -17,6 +18,8 @@ pub struct Waiters {
     services: Mutex<HashMap<String, ByNode>>,
     /// The agent API's view of each node, dropped by every wake.
     pub cache: NodeCache,
+    /// The service-level part of bundles, dropped by every service-wide wake.
+    pub services_cache: ServiceCache,
 }
 
 impl Default for Waiters {
@@ -41,6 +44,7 @@ impl Waiters {
         Self {
             services: Mutex::default(),
             cache: NodeCache::new(needs_listener),
+            services_cache: ServiceCache::default(),
         }
     }
 
@@ -81,6 +85,7 @@ impl Waiters {
     /// Wakes every poll held for `service` (bulk changes are coalesced to this).
     pub fn wake_service(&self, service: &str) {
         self.cache.invalidate_service(service);
+        self.services_cache.invalidate(service);
         if let Some(by_node) = self.lock().get(service) {
             by_node.values().for_each(|n| n.notify_waiters());
         }
@@ -89,6 +94,7 @@ impl Waiters {
     /// Wakes everything (after the cross-replica listener lost notifications).
     pub fn wake_all(&self) {
         self.cache.invalidate_all();
+        self.services_cache.invalidate_all();
         self.lock()
             .values()
             .flat_map(|m| m.values())

@@ -45,6 +45,7 @@ pub fn serve(state: &AppState) -> Serve<'_> {
     Serve {
         master: &state.master,
         trust_bundle: state.ca.bundle_pem(),
+        waiters: Some(&state.waiters),
     }
 }
 

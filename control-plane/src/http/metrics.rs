@@ -201,6 +201,7 @@ pub async fn metrics(
         stats.acks.load(Ordering::Relaxed) as f64,
     );
     let (hits, misses) = state.waiters.cache.counts();
+    let (service_hits, service_misses) = state.waiters.services_cache.counts();
     for (name, help, v) in [
         (
             "ferry_ack_batches_total",
@@ -216,6 +217,16 @@ pub async fn metrics(
             "ferry_node_cache_misses_total",
             "Agent requests whose node check read the database.",
             misses as f64,
+        ),
+        (
+            "ferry_service_cache_hits_total",
+            "Bundles served with their service's part from memory.",
+            service_hits as f64,
+        ),
+        (
+            "ferry_service_cache_misses_total",
+            "Bundles served after reading their service's part from the database.",
+            service_misses as f64,
         ),
     ] {
         o.family(name, "counter", help);

@@ -290,9 +290,16 @@ pub async fn update(
         .store
         .write(move |c| {
             store::services::update(c, &updated)?;
-            audit::record(c, &entry).map_err(ApiError::from)
+            // Bundles carry policy fields, kept per service in every replica's memory:
+            // a service-wide wake drops them there.
+            let mut changes = crate::delivery::Changes::default();
+            changes.service(&updated.name);
+            changes.notify_in_tx(c)?;
+            audit::record(c, &entry).map_err(ApiError::from)?;
+            Ok::<_, ApiError>(changes)
         })
-        .await?;
+        .await?
+        .wake_local(&state.waiters);
     Ok(Json(to_api(row)?))
 }
 

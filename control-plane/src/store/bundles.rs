@@ -25,6 +25,52 @@ pub fn get(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option
     on_backend!(c, c => bundles::table.find((service, node_id)).select(BundleRow::as_select()).first(c).optional())
 }
 
+/// Replaces (or inserts) the bundles of many nodes: on PostgreSQL one statement per
+/// 500 rows; on SQLite (whose multi-row insert diesel cannot combine with an upsert,
+/// and whose statements cost no round trip) one upsert per row.
+pub fn put_many(c: &mut Conn<'_>, rows: &[BundleRow]) -> QueryResult<()> {
+    use diesel::upsert::excluded;
+    macro_rules! set {
+        () => {
+            (
+                bundles::version.eq(excluded(bundles::version)),
+                bundles::content_hash.eq(excluded(bundles::content_hash)),
+                bundles::cert_pem.eq(excluded(bundles::cert_pem)),
+                bundles::chain_pem.eq(excluded(bundles::chain_pem)),
+                bundles::key_sealed.eq(excluded(bundles::key_sealed)),
+                bundles::key_id.eq(excluded(bundles::key_id)),
+                bundles::not_after.eq(excluded(bundles::not_after)),
+                bundles::csr_required.eq(excluded(bundles::csr_required)),
+                bundles::metadata.eq(excluded(bundles::metadata)),
+                bundles::created_at.eq(excluded(bundles::created_at)),
+            )
+        };
+    }
+    match c {
+        Conn::Pg(c) => {
+            for chunk in rows.chunks(500) {
+                diesel::insert_into(bundles::table)
+                    .values(chunk)
+                    .on_conflict((bundles::service, bundles::node_id))
+                    .do_update()
+                    .set(set!())
+                    .execute(*c)?;
+            }
+        }
+        Conn::Sqlite(c) => {
+            for row in rows {
+                diesel::insert_into(bundles::table)
+                    .values(row)
+                    .on_conflict((bundles::service, bundles::node_id))
+                    .do_update()
+                    .set(set!())
+                    .execute(*c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Replaces the node's bundle (insert the first time).
 pub fn put(c: &mut Conn<'_>, row: &BundleRow) -> QueryResult<()> {
     let updated = on_backend!(c, c => diesel::update(bundles::table.find((&row.service, &row.node_id)))

@@ -146,6 +146,73 @@ pub fn finish_one(
     .map(drop)
 }
 
+/// Puts queued rotation entries in flight before their certificates are signed (state
+/// `pending`, no version yet: no ack can finish them until `mark_issued`), so another
+/// driver pass does not release them again. One that is never issued (its replica
+/// died) fails by the delivery timeout like any unacknowledged delivery.
+pub fn mark_in_flight(c: &mut Conn<'_>, ids: &[String], now: i64) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(deliveries::table.filter(deliveries::id.eq_any(ids)))
+        .set((deliveries::state.eq("pending"), deliveries::issued_at.eq(Some(now))))
+        .execute(c))
+    .map(drop)
+}
+
+/// Puts in-flight entries that were never issued (unsigned by the pass's deadline, or
+/// their transaction failed) back in the queue.
+pub fn requeue(c: &mut Conn<'_>, ids: &[String]) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(deliveries::table
+            .filter(deliveries::id.eq_any(ids))
+            .filter(deliveries::state.eq("pending"))
+            .filter(deliveries::version.is_null()))
+        .set((deliveries::state.eq("queued"), deliveries::issued_at.eq(None::<i64>)))
+        .execute(c))
+    .map(drop)
+}
+
+const ISSUED_PG: &str = "UPDATE deliveries AS d SET state = 'pending', version = u.version, \
+       issued_at = $2 \
+     FROM json_to_recordset($1::json) AS u(id text, version bigint) WHERE d.id = u.id";
+
+const ISSUED_SQLITE: &str = "UPDATE deliveries SET state = 'pending', version = u.version, \
+       issued_at = ?2 \
+     FROM (SELECT json_extract(j.value, '$.id') AS id, json_extract(j.value, '$.version') AS version \
+             FROM json_each(?1) AS j) AS u \
+     WHERE deliveries.id = u.id";
+
+#[derive(serde::Serialize)]
+struct Issued<'a> {
+    id: &'a str,
+    version: i64,
+}
+
+/// `mark_issued` for many deliveries, (id, version) each, in one statement.
+pub fn mark_issued_many(c: &mut Conn<'_>, issued: &[(String, i64)], now: i64) -> QueryResult<()> {
+    if issued.is_empty() {
+        return Ok(());
+    }
+    use diesel::sql_types::{BigInt, Text};
+    let rows: Vec<Issued<'_>> = issued
+        .iter()
+        .map(|(id, version)| Issued {
+            id,
+            version: *version,
+        })
+        .collect();
+    let json = serde_json::to_string(&rows)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    match c {
+        Conn::Pg(c) => diesel::sql_query(ISSUED_PG)
+            .bind::<Text, _>(json)
+            .bind::<BigInt, _>(now)
+            .execute(*c),
+        Conn::Sqlite(c) => diesel::sql_query(ISSUED_SQLITE)
+            .bind::<Text, _>(json)
+            .bind::<BigInt, _>(now)
+            .execute(*c),
+    }
+    .map(drop)
+}
+
 pub fn mark_issued(c: &mut Conn<'_>, id: &str, version: i64, now: i64) -> QueryResult<()> {
     on_backend!(c, c => diesel::update(deliveries::table.find(id))
         .set((deliveries::state.eq("pending"), deliveries::version.eq(Some(version)), deliveries::issued_at.eq(Some(now))))

@@ -5,7 +5,7 @@
 use super::schema::{metadata, nodes};
 use super::{Conn, on_backend};
 use diesel::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The `node_id` of a service-wide value.
 pub const SERVICE_WIDE: &str = "";
@@ -99,6 +99,78 @@ pub fn resolved(
     Ok(out)
 }
 
+/// The service-wide values of `service` as of `now`, and the earliest expiry among
+/// them (after which this answer is out of date).
+pub fn service_wide(
+    c: &mut Conn<'_>,
+    service: &str,
+    now: i64,
+) -> QueryResult<(BTreeMap<String, serde_json::Value>, Option<i64>)> {
+    let rows: Vec<(String, String, Option<i64>)> = on_backend!(c, c => metadata::table
+        .filter(metadata::service.eq(service))
+        .filter(metadata::node_id.eq(SERVICE_WIDE))
+        .filter(metadata::expires_at.is_null().or(metadata::expires_at.gt(now)))
+        .select((metadata::key, metadata::value, metadata::expires_at))
+        .load(c))?;
+    let expires = rows.iter().filter_map(|r| r.2).min();
+    let values = rows
+        .into_iter()
+        .filter_map(|(k, v, _)| Some((k, serde_json::from_str(&v).ok()?)))
+        .collect();
+    Ok((values, expires))
+}
+
+/// A node's own values as of `now` (without the service-wide ones).
+pub fn node_only(
+    c: &mut Conn<'_>,
+    service: &str,
+    node_id: &str,
+    now: i64,
+) -> QueryResult<BTreeMap<String, serde_json::Value>> {
+    let rows: Vec<(String, String)> = on_backend!(c, c => metadata::table
+        .filter(metadata::service.eq(service))
+        .filter(metadata::node_id.eq(node_id))
+        .filter(metadata::expires_at.is_null().or(metadata::expires_at.gt(now)))
+        .select((metadata::key, metadata::value))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
+        .collect())
+}
+
+/// What each of `ids` (nodes of one service) carries, in one query: the service-wide
+/// values with each node's own on top.
+pub fn resolved_many(
+    c: &mut Conn<'_>,
+    service: &str,
+    ids: &[String],
+    now: i64,
+) -> QueryResult<HashMap<String, BTreeMap<String, serde_json::Value>>> {
+    let mut wanted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    wanted.push(SERVICE_WIDE);
+    let rows: Vec<(String, String, String)> = on_backend!(c, c => metadata::table
+        .filter(metadata::service.eq(service))
+        .filter(metadata::node_id.eq_any(&wanted))
+        .filter(metadata::expires_at.is_null().or(metadata::expires_at.gt(now)))
+        .select((metadata::node_id, metadata::key, metadata::value))
+        .load(c))?;
+    let parse = |v: &str| serde_json::from_str::<serde_json::Value>(v).ok();
+    let wide: BTreeMap<String, serde_json::Value> = rows
+        .iter()
+        .filter(|r| r.0.is_empty())
+        .filter_map(|(_, k, v)| Some((k.clone(), parse(v)?)))
+        .collect();
+    let mut out: HashMap<String, BTreeMap<String, serde_json::Value>> =
+        ids.iter().map(|id| (id.clone(), wide.clone())).collect();
+    for (node, key, value) in rows.iter().filter(|r| !r.0.is_empty()) {
+        if let (Some(m), Some(v)) = (out.get_mut(node), parse(value)) {
+            m.insert(key.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
 /// Values whose expiry has come, oldest first, through the `metadata_expires_at` index.
 pub fn expired(c: &mut Conn<'_>, now: i64, limit: i64) -> QueryResult<Vec<MetadataRow>> {
     on_backend!(c, c => metadata::table
@@ -138,9 +210,20 @@ pub fn delete_node(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResul
 }
 
 /// A new desired version for every node of `service` that has a bundle, in one
-/// statement; the cached content hash is cleared (it is computed again from the bundle
+/// statement (on PostgreSQL after locking the rows in node-id order); the cached content hash is cleared (it is computed again from the bundle
 /// and the metadata). Returns the number of nodes.
 pub fn bump_service(c: &mut Conn<'_>, service: &str, now: i64) -> QueryResult<usize> {
+    // Lock the rows first in node-id order, the order batch issuers lock in: an UPDATE
+    // alone locks in physical order, which could deadlock with a batch holding some.
+    if let Conn::Pg(c) = c {
+        nodes::table
+            .filter(nodes::service.eq(service))
+            .filter(nodes::desired_version.gt(0i64))
+            .order(nodes::node_id)
+            .select(nodes::node_id)
+            .for_no_key_update()
+            .load::<String>(*c)?;
+    }
     on_backend!(c, c => diesel::update(nodes::table.filter(nodes::service.eq(service)).filter(nodes::desired_version.gt(0i64)))
         .set((
             nodes::desired_version.eq(nodes::desired_version + 1i64),

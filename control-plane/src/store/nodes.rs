@@ -193,6 +193,70 @@ pub fn set_desired(
     .map(drop)
 }
 
+/// A node's new desired state, as a batch writes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Desired {
+    pub node_id: String,
+    pub version: i64,
+    pub hash: String,
+    pub renew_at: Option<i64>,
+    /// When the version was set (`desired_at`).
+    pub at: i64,
+}
+
+const SET_DESIRED_PG: &str = "UPDATE nodes AS n SET desired_version = u.version, \
+       desired_hash = u.hash, renew_at = u.renew_at, desired_at = u.at \
+     FROM json_to_recordset($1::json) AS u(node_id text, version bigint, hash text, renew_at bigint, at bigint) \
+     WHERE n.service = $2 AND n.node_id = u.node_id";
+
+const SET_DESIRED_SQLITE: &str = "UPDATE nodes SET desired_version = u.version, \
+       desired_hash = u.hash, renew_at = u.renew_at, desired_at = u.at \
+     FROM (SELECT json_extract(j.value, '$.node_id') AS node_id, \
+                  json_extract(j.value, '$.version') AS version, \
+                  json_extract(j.value, '$.hash') AS hash, \
+                  json_extract(j.value, '$.renew_at') AS renew_at, \
+                  json_extract(j.value, '$.at') AS at \
+             FROM json_each(?1) AS j) AS u \
+     WHERE nodes.service = ?2 AND nodes.node_id = u.node_id";
+
+/// Sets the desired state of many nodes of one service in one statement.
+pub fn set_desired_many(c: &mut Conn<'_>, service: &str, rows: &[Desired]) -> QueryResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    use diesel::sql_types::Text;
+    let json = serde_json::to_string(rows)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    match c {
+        Conn::Pg(c) => diesel::sql_query(SET_DESIRED_PG)
+            .bind::<Text, _>(json)
+            .bind::<Text, _>(service)
+            .execute(*c),
+        Conn::Sqlite(c) => diesel::sql_query(SET_DESIRED_SQLITE)
+            .bind::<Text, _>(json)
+            .bind::<Text, _>(service)
+            .execute(*c),
+    }
+}
+
+/// Locks the rows of `ids` in service `service`, in node-id order (the lock order every
+/// batch writer keeps, so that two batches cannot deadlock), and returns them.
+pub fn lock_many(c: &mut Conn<'_>, service: &str, ids: &[String]) -> QueryResult<Vec<NodeRow>> {
+    macro_rules! q {
+        () => {
+            nodes::table
+                .filter(nodes::service.eq(service))
+                .filter(nodes::node_id.eq_any(ids))
+                .order(nodes::node_id)
+                .select(NodeRow::as_select())
+        };
+    }
+    match c {
+        Conn::Pg(c) => q!().for_update().load(*c),
+        Conn::Sqlite(c) => q!().load(*c),
+    }
+}
+
 /// Nothing scheduled for the node (its certificates are imported).
 pub fn clear_renew_at(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<()> {
     on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
@@ -231,6 +295,67 @@ pub fn due_for_renewal(
         Conn::Pg(c) => q.for_update().skip_locked().load(*c),
         Conn::Sqlite(c) => q.load(*c),
     }
+}
+
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    service: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    node_id: String,
+}
+
+/// Claims up to `limit` nodes whose renewal is due (`renew_at` index, oldest first) by
+/// moving their `renew_at` to `lease_until`, in one statement: no other replica picks
+/// them while this one signs outside any transaction, and if it dies they come due
+/// again at `lease_until`. On PostgreSQL rows another claim holds are skipped.
+pub fn claim_due(
+    c: &mut Conn<'_>,
+    now: i64,
+    limit: i64,
+    lease_until: i64,
+) -> QueryResult<Vec<(String, String)>> {
+    const PG: &str = "UPDATE nodes SET renew_at = $1 WHERE (service, node_id) IN ( \
+           SELECT service, node_id FROM nodes WHERE renew_at <= $2 \
+            ORDER BY renew_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         RETURNING service, node_id";
+    const SQLITE: &str = "UPDATE nodes SET renew_at = ?1 WHERE (service, node_id) IN ( \
+           SELECT service, node_id FROM nodes WHERE renew_at <= ?2 \
+            ORDER BY renew_at LIMIT ?3) \
+         RETURNING service, node_id";
+    use diesel::sql_types::BigInt;
+    let rows: Vec<Claimed> = match c {
+        Conn::Pg(c) => diesel::sql_query(PG)
+            .bind::<BigInt, _>(lease_until)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(*c)?,
+        Conn::Sqlite(c) => diesel::sql_query(SQLITE)
+            .bind::<BigInt, _>(lease_until)
+            .bind::<BigInt, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(*c)?,
+    };
+    let mut out: Vec<(String, String)> = rows.into_iter().map(|r| (r.service, r.node_id)).collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Hands claimed nodes back (due now) when their issue did not happen: unsigned by the
+/// pass's deadline, or their transaction failed. A node written since (its `renew_at`
+/// is no longer the claim's) is left alone.
+pub fn release_claims(
+    c: &mut Conn<'_>,
+    claimed: &[(String, String)],
+    lease_until: i64,
+    now: i64,
+) -> QueryResult<()> {
+    for (service, node_id) in claimed {
+        on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)).filter(nodes::renew_at.eq(lease_until)))
+            .set(nodes::renew_at.eq(Some(now)))
+            .execute(c))?;
+    }
+    Ok(())
 }
 
 pub fn ids_for_service(c: &mut Conn<'_>, service: &str) -> QueryResult<Vec<String>> {
