@@ -72,16 +72,22 @@ impl TestDb {
                 self.url.as_deref().expect("pg url"),
             )
             .expect("connect")),
-            Backend::Sqlite => lite(
-                &mut SqliteConnection::establish(
+            Backend::Sqlite => {
+                let mut c = SqliteConnection::establish(
                     &self
                         .sqlite_path
                         .as_ref()
                         .expect("sqlite path")
                         .to_string_lossy(),
                 )
-                .expect("open sqlite"),
-            ),
+                .expect("open sqlite");
+                // The control plane writes the same file meanwhile: wait for its lock
+                // as its own connections do, instead of failing with "database is
+                // locked" (a flaky test otherwise).
+                c.batch_execute("PRAGMA busy_timeout = 10000;")
+                    .expect("busy timeout");
+                lite(&mut c)
+            }
         }
     }
 

@@ -281,6 +281,16 @@ async fn main() {
         format!("EXECUTE fleet({day}, {hour})"),
     )];
     println!("\nstatus: fleet line statement: {fleet}");
+    // The detector's statements, as the store sends them.
+    let share = ferry_control_plane::jobs::JobSettings::default().stale_share;
+    let horizon = now + 86_400_000;
+    for (name, sql) in store::staleness::postgres_statements() {
+        c.batch_execute(&format!(
+            "PREPARE {name}(bigint, bigint, double precision) AS {sql}"
+        ))
+        .expect("prepare");
+        plans.push((name, format!("EXECUTE {name}({now}, {horizon}, {share})")));
+    }
     let page_names: Vec<String> = (0..100).map(|i| format!("'svc-{i}'")).collect();
     plans.extend(queries(now, all_due, &page_names.join(",")));
     for (what, sql) in plans {
