@@ -4,7 +4,8 @@
 
 use ferry_tests::{bench::smoke_run, bin_path};
 
-const FIGURES: [&str; 14] = [
+const FIGURES: [&str; 15] = [
+    "idle.job_statements_per_second",
     "enroll.failures",
     "enroll.rate",
     "enroll.server_cpu_ms",

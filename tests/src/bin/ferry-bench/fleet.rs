@@ -86,6 +86,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let base_kib = cp.rss_kib()?;
     let mut hot = HotStats::read(&mut pg)?;
+    let job_rate = measure::job_rate(&cp, a.idle_seconds.min(30)).await?;
     println!("control plane up (pid {}), RSS {base_kib} KiB", cp.pid());
 
     // 1. Enrollment storm.
@@ -154,7 +155,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
             s.stop().await;
         }
     }
-    measure::idle(&cp, &mut pg, a.agents, a.idle_seconds).await?;
+    measure::idle(&cp, &mut pg, a.agents, a.idle_seconds, job_rate).await?;
 
     // 3. Refresh -> ack with the fleet connected.
     println!("phase 3: {} forced refreshes at {}/s", a.refreshes, a.rate);
