@@ -249,15 +249,11 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let fanout_s = started.elapsed().as_secs_f64();
     measure::server_cpu(&cpu, "fanout.server_cpu_ms", a.agents, "printed");
     per_unit(&cp, statements, a.agents, "node cycle").await?;
     hot = hot.report(&mut pg, "fanout")?;
-    figure(
-        &format!("fanout.{}", a.agents),
-        started.elapsed().as_secs_f64(),
-        "s",
-        "< 5 s",
-    );
+    figure(&format!("fanout.{}", a.agents), fanout_s, "s", "< 5 s");
 
     // 5. Sustained issue + deliver + ack cycles: rotate everything at once.
     println!("phase 5: rotation of {} nodes, all in flight", a.agents);
@@ -288,10 +284,10 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
         ensure!(Instant::now() < deadline, "rotation did not finish: {r}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let secs = started.elapsed().as_secs_f64();
     measure::server_cpu(&cpu, "cycles.server_cpu_ms", a.agents, "<= 0.5 ms");
     per_unit(&cp, statements, a.agents, "rotation cycle").await?;
     hot.report(&mut pg, "rotation")?;
-    let secs = started.elapsed().as_secs_f64();
     ensure!(done["failed"] == 0, "rotation had failures: {done}");
     figure(
         "cycles.rotation",
