@@ -93,7 +93,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     println!("phase 1: {} agents enroll at once", a.agents);
     let started = Instant::now();
     let cpu = CpuMeter::start(&cp);
-    let statements = cp.metric("ferry_db_statements_total").await?;
+    let statements = measure::counters(&cp, &mut pg).await?;
     let (mut swarms, failed) =
         spawn_swarms(&cp, &ca_file, "bench", &bench_token, "a", a.agents, &a).await?;
     let storm_s = started.elapsed().as_secs_f64();
@@ -126,7 +126,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
         a.agents,
         "<= 1.0 ms, first bundle included",
     );
-    per_unit(&cp, statements, a.agents, "enrollment").await?;
+    per_unit(&cp, &mut pg, statements, a.agents, "enrollment").await?;
     hot = hot.report(&mut pg, "enroll")?;
 
     // 2. Held long-polls.
@@ -161,7 +161,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     println!("phase 3: {} forced refreshes at {}/s", a.refreshes, a.rate);
     let mut ids = Vec::with_capacity(a.refreshes);
     let cpu = CpuMeter::start(&cp);
-    let statements = cp.metric("ferry_db_statements_total").await?;
+    let statements = measure::counters(&cp, &mut pg).await?;
     let interval = Duration::from_micros(1_000_000 / a.rate.max(1));
     let mut next = tokio::time::Instant::now();
     for i in 0..a.refreshes {
@@ -205,7 +205,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
         ids.len()
     );
     measure::server_cpu(&cpu, "refresh.server_cpu_ms", ids.len(), "printed");
-    per_unit(&cp, statements, ids.len(), "refresh cycle").await?;
+    per_unit(&cp, &mut pg, statements, ids.len(), "refresh cycle").await?;
     hot = hot.report(&mut pg, "refresh")?;
     ms.sort_unstable();
     let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize] as f64;
@@ -229,7 +229,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let cpu = CpuMeter::start(&cp);
-    let statements = cp.metric("ferry_db_statements_total").await?;
+    let statements = measure::counters(&cp, &mut pg).await?;
     let (s, b) = cp
         .call(
             Method::PUT,
@@ -251,7 +251,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     .await?;
     let fanout_s = started.elapsed().as_secs_f64();
     measure::server_cpu(&cpu, "fanout.server_cpu_ms", a.agents, "printed");
-    per_unit(&cp, statements, a.agents, "node cycle").await?;
+    per_unit(&cp, &mut pg, statements, a.agents, "node cycle").await?;
     hot = hot.report(&mut pg, "fanout")?;
     figure(&format!("fanout.{}", a.agents), fanout_s, "s", "< 5 s");
 
@@ -259,7 +259,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     println!("phase 5: rotation of {} nodes, all in flight", a.agents);
     let started = Instant::now();
     let cpu = CpuMeter::start(&cp);
-    let statements = cp.metric("ferry_db_statements_total").await?;
+    let statements = measure::counters(&cp, &mut pg).await?;
     let (s, b) = cp
         .call(
             Method::POST,
@@ -286,7 +286,7 @@ pub async fn run(a: FleetArgs) -> anyhow::Result<()> {
     };
     let secs = started.elapsed().as_secs_f64();
     measure::server_cpu(&cpu, "cycles.server_cpu_ms", a.agents, "<= 0.5 ms");
-    per_unit(&cp, statements, a.agents, "rotation cycle").await?;
+    per_unit(&cp, &mut pg, statements, a.agents, "rotation cycle").await?;
     hot.report(&mut pg, "rotation")?;
     ensure!(done["failed"] == 0, "rotation had failures: {done}");
     figure(
@@ -380,12 +380,21 @@ async fn wait_for(
     Ok(())
 }
 
-/// Prints the SQL statements the control plane ran since `before`, per `what`.
-async fn per_unit(cp: &ControlPlaneProc, before: f64, n: usize, what: &str) -> anyhow::Result<()> {
-    let now = cp.metric("ferry_db_statements_total").await?;
+/// Prints the SQL statements the control plane ran and the WAL the database wrote
+/// since `before` (from [`measure::counters`]), per `what`.
+async fn per_unit(
+    cp: &ControlPlaneProc,
+    pg: &mut PgConnection,
+    before: (f64, i64),
+    n: usize,
+    what: &str,
+) -> anyhow::Result<()> {
+    let (statements, wal) = measure::counters(cp, pg).await?;
+    let n = n.max(1) as f64;
     println!(
-        "SQL statements: {:.1} per {what}",
-        (now - before) / n.max(1) as f64
+        "SQL statements: {:.1} per {what}; WAL: {:.0} bytes per {what}",
+        (statements - before.0) / n,
+        (wal - before.1) as f64 / n
     );
     Ok(())
 }

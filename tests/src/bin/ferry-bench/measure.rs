@@ -82,6 +82,11 @@ pub fn server_cpu(cpu: &CpuMeter, key: &str, units: usize, target: &str) {
     figure(key, cpu.server_ms_per(units), "ms/unit", target);
 }
 
+/// (statements the control plane ran, WAL position of the database) now.
+pub async fn counters(cp: &ControlPlaneProc, pg: &mut PgConnection) -> anyhow::Result<(f64, i64)> {
+    Ok((cp.metric("ferry_db_statements_total").await?, wal_lsn(pg)?))
+}
+
 fn wal_lsn(pg: &mut PgConnection) -> anyhow::Result<i64> {
     Ok(diesel::select(diesel::dsl::sql::<BigInt>(
         "CAST(pg_current_wal_lsn() - '0/0'::pg_lsn AS BIGINT)",
