@@ -281,16 +281,23 @@ async fn main() {
         format!("EXECUTE fleet({day}, {hour})"),
     )];
     println!("\nstatus: fleet line statement: {fleet}");
-    // The detector's statements, as the store sends them.
+    // The detector's statement, as the store sends it, with the pass's own binds.
     let share = ferry_control_plane::jobs::JobSettings::default().stale_share;
-    let horizon = now + 86_400_000;
-    for (name, sql) in store::staleness::postgres_statements() {
-        c.batch_execute(&format!(
-            "PREPARE {name}(bigint, bigint, double precision) AS {sql}"
-        ))
-        .expect("prepare");
-        plans.push((name, format!("EXECUTE {name}({now}, {horizon}, {share})")));
-    }
+    let before: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+        "CAST(COALESCE(MAX(alert_before_seconds), 0) * 1000 AS BIGINT) FROM services",
+    ))
+    .get_result(&mut c)
+    .expect("largest alert_before");
+    let detector = store::staleness::postgres_statement();
+    c.batch_execute(&format!(
+        "PREPARE detector(bigint, bigint, double precision) AS {detector}"
+    ))
+    .expect("prepare");
+    let horizon = now + before;
+    plans.push((
+        "staleness detector: what to fire and to resolve (one statement)",
+        format!("EXECUTE detector({now}, {horizon}, {share})"),
+    ));
     let page_names: Vec<String> = (0..100).map(|i| format!("'svc-{i}'")).collect();
     plans.extend(queries(now, all_due, &page_names.join(",")));
     for (what, sql) in plans {
