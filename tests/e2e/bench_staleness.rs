@@ -33,6 +33,7 @@ fn the_database_paths_benchmark_smoke_run_prints_every_figure() {
     }
     for plan in [
         "renewal: pick",
+        "staleness detector",
         "status: fleet line",
         "node page: a later page",
     ] {

@@ -126,7 +126,7 @@ impl Issuer<'_> {
 
     /// The database half: `signed` becomes the node's next bundle (node row locked
     /// first). Returns the new version.
-    pub fn store_signed(
+    fn store_signed(
         &self,
         c: &mut Conn<'_>,
         svc: &ServiceRow,

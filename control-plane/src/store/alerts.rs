@@ -1,6 +1,6 @@
 //! `alerts`: firing and resolved alerts, at most one firing per (service, node, reason).
 
-use super::schema::{alerts, nodes, services};
+use super::schema::{alerts, services};
 use super::{Conn, on_backend};
 use diesel::prelude::*;
 
@@ -15,10 +15,6 @@ pub struct AlertRow {
     pub detail: String,
     pub fired_at: i64,
     pub resolved_at: Option<i64>,
-}
-
-pub fn firing(c: &mut Conn<'_>) -> QueryResult<Vec<AlertRow>> {
-    on_backend!(c, c => alerts::table.filter(alerts::state.eq("firing")).select(AlertRow::as_select()).load(c))
 }
 
 /// Firing alerts of one service (the `alerts_firing` partial index).
@@ -85,60 +81,6 @@ pub fn list(
         }
         q.load(c)
     })
-}
-
-/// Nodes whose version lags for longer than their service's grace period. Reads the
-/// partial `nodes_lagging` index, which holds only lagging nodes, then applies each
-/// service's grace.
-pub fn lagging(c: &mut Conn<'_>, now: i64) -> QueryResult<Vec<(String, String, i64, i64)>> {
-    let rows: Vec<(String, String, i64, i64, Option<i64>, i64)> = on_backend!(c, c => nodes::table
-        .inner_join(services::table.on(services::name.eq(nodes::service)))
-        .filter(nodes::acked_version.lt(nodes::desired_version))
-        .filter(nodes::desired_at.lt(now))
-        .select((
-            nodes::service,
-            nodes::node_id,
-            nodes::desired_version,
-            nodes::acked_version,
-            nodes::desired_at,
-            services::grace_seconds,
-        ))
-        .load(c))?;
-    Ok(rows
-        .into_iter()
-        .filter(|(_, _, _, _, at, grace)| at.is_some_and(|at| at < now - grace * 1000))
-        .map(|(s, n, d, a, _, _)| (s, n, d, a))
-        .collect())
-}
-
-/// Nodes not seen since their deadline (`nodes_unseen_at` index).
-pub fn unseen(c: &mut Conn<'_>, now: i64) -> QueryResult<Vec<(String, String, Option<i64>)>> {
-    on_backend!(c, c => nodes::table
-        .filter(nodes::unseen_at.lt(now))
-        .select((nodes::service, nodes::node_id, nodes::last_seen))
-        .load(c))
-}
-
-/// Nodes whose installed certificate (from their ack) expires within their service's
-/// `alert_before`. Reads the `nodes_cert_not_after` index up to `now + horizon_ms`
-/// (the largest `alert_before` of any service), then applies each service's own.
-pub fn expiring(
-    c: &mut Conn<'_>,
-    now: i64,
-    horizon_ms: i64,
-) -> QueryResult<Vec<(String, String, i64)>> {
-    let rows: Vec<(String, String, Option<i64>, i64)> = on_backend!(c, c => nodes::table
-        .inner_join(services::table.on(services::name.eq(nodes::service)))
-        .filter(nodes::cert_not_after.lt(now + horizon_ms))
-        .select((nodes::service, nodes::node_id, nodes::cert_not_after, services::alert_before_seconds))
-        .load(c))?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(s, n, na, before)| {
-            na.filter(|na| *na < now + before * 1000)
-                .map(|na| (s, n, na))
-        })
-        .collect())
 }
 
 pub fn max_alert_before_ms(c: &mut Conn<'_>) -> QueryResult<i64> {

@@ -212,10 +212,3 @@ pub fn mark_issued_many(c: &mut Conn<'_>, issued: &[(String, i64)], now: i64) ->
     }
     .map(drop)
 }
-
-pub fn mark_issued(c: &mut Conn<'_>, id: &str, version: i64, now: i64) -> QueryResult<()> {
-    on_backend!(c, c => diesel::update(deliveries::table.find(id))
-        .set((deliveries::state.eq("pending"), deliveries::version.eq(Some(version)), deliveries::issued_at.eq(Some(now))))
-        .execute(c))
-    .map(drop)
-}

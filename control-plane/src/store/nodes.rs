@@ -278,25 +278,6 @@ pub fn set_desired_renew_at(
     .map(drop)
 }
 
-/// Nodes whose renewal time has come, oldest first, through the `renew_at` index.
-/// On PostgreSQL the rows are locked and rows other replicas hold are skipped, so
-/// several schedulers split the work instead of doing it twice.
-pub fn due_for_renewal(
-    c: &mut Conn<'_>,
-    now: i64,
-    limit: i64,
-) -> QueryResult<Vec<(String, String)>> {
-    let q = nodes::table
-        .filter(nodes::renew_at.le(now))
-        .order(nodes::renew_at)
-        .limit(limit)
-        .select((nodes::service, nodes::node_id));
-    match c {
-        Conn::Pg(c) => q.for_update().skip_locked().load(*c),
-        Conn::Sqlite(c) => q.load(*c),
-    }
-}
-
 #[derive(QueryableByName)]
 struct Claimed {
     #[diesel(sql_type = diesel::sql_types::Text)]

@@ -101,17 +101,3 @@ pub fn with_webhooks(c: &mut Conn<'_>) -> QueryResult<Vec<Webhook>> {
         })
         .collect())
 }
-
-/// Node counts of `services`, read from the counter the `nodes_count_*` triggers keep
-/// on each service row (chunks of 1,000 names): never a scan of `nodes`.
-pub fn node_counts(c: &mut Conn<'_>, services: &[String]) -> QueryResult<Vec<(String, i64)>> {
-    let mut out = Vec::with_capacity(services.len());
-    for chunk in services.chunks(1000) {
-        let rows: Vec<(String, i64)> = on_backend!(c, c => services::table
-            .filter(services::name.eq_any(chunk))
-            .select((services::name, services::node_count))
-            .load(c))?;
-        out.extend(rows);
-    }
-    Ok(out)
-}

@@ -171,8 +171,9 @@ async fn main() {
         pass * 1000.0,
     );
 
-    // The renewal pick at a time when every node is due: the index must still stop at
-    // one batch. The transaction commits (nothing changed), releasing the row locks.
+    // The renewal scheduler's claim at a time when every node is due: the index must
+    // still stop at one batch. Each claim moves its 200 nodes' `renew_at` past the
+    // pretend time, so the next call claims the next 200.
     let db = Store::open(Some(&url), std::path::Path::new("unused.sqlite"), 2).expect("store");
     let all_due = now + 1_800_000 + 600_000;
     let pick = timed(|| {
@@ -180,10 +181,11 @@ async fn main() {
         async move {
             let due = db
                 .write(move |c| {
-                    Ok::<_, store::StoreError>(store::nodes::due_for_renewal(
+                    Ok::<_, store::StoreError>(store::nodes::claim_due(
                         c,
                         all_due,
                         RENEWAL_BATCH,
+                        all_due + 10_000,
                     )?)
                 })
                 .await
@@ -194,7 +196,7 @@ async fn main() {
     .await;
     report.add(
         "renewal.pick",
-        "renewal scheduler pick (every node due)",
+        "renewal scheduler claim (every node due)",
         pick,
     );
 
@@ -360,7 +362,7 @@ fn queries(now: i64, all_due: i64, page: &str) -> Vec<(&'static str, String)> {
         ("detector: lagging", format!("SELECT n.service, n.node_id FROM nodes n JOIN services s ON s.name = n.service WHERE n.acked_version < n.desired_version AND n.desired_at < {now}")),
         ("detector: unseen", format!("SELECT service, node_id FROM nodes WHERE unseen_at < {now}")),
         ("detector: expiring", format!("SELECT n.service, n.node_id FROM nodes n JOIN services s ON s.name = n.service WHERE n.cert_not_after < {now} + 600000")),
-        ("renewal: pick (every node due)", format!("SELECT service, node_id FROM nodes WHERE renew_at <= {all_due} ORDER BY renew_at LIMIT {RENEWAL_BATCH} FOR UPDATE SKIP LOCKED")),
+        ("renewal: pick (every node due; the select inside the claim)", format!("SELECT service, node_id FROM nodes WHERE renew_at <= {all_due} ORDER BY renew_at LIMIT {RENEWAL_BATCH} FOR UPDATE SKIP LOCKED")),
         ("status page: services", "SELECT name, node_count, cert_ttl_seconds, renew_before_seconds FROM services WHERE name > '' ORDER BY name LIMIT 101".to_owned()),
         ("status page: unsettled nodes", format!("SELECT service, node_id FROM nodes WHERE (acked_version < desired_version OR cert_not_after IS NULL) AND service = ANY(ARRAY[{page}])")),
         ("status page: firing alerts", format!("SELECT service, node_id, reason FROM alerts WHERE state = 'firing' AND service = ANY(ARRAY[{page}])")),
