@@ -210,6 +210,9 @@ async fn a_service_change_reaching_10000_nodes_is_a_bounded_number_of_statements
         cfg.jobs.rotation_tick = hour;
         cfg.jobs.staleness_tick = hour;
         cfg.jobs.expiry_tick = hour;
+        cfg.jobs.objects_tick = hour;
+        cfg.jobs.webhook_tick = hour;
+        cfg.jobs.sources.tick = hour;
         cfg.presence_flush = hour;
     })
     .await;

@@ -38,6 +38,9 @@ pub struct JobSettings {
     pub retention: Duration,
     /// How often the retention pass runs.
     pub retention_tick: Duration,
+    /// Longest wait between looks for queued webhook events (a new alert wakes the
+    /// sender at once).
+    pub webhook_tick: Duration,
     /// Dynamic metadata sources: tick, concurrency cap, timeout, backoff, circuit, alert.
     pub sources: sources::SourceSettings,
 }
@@ -54,6 +57,7 @@ impl Default for JobSettings {
             objects_tick: Duration::from_secs(1),
             retention: Duration::from_secs(30 * 86_400),
             retention_tick: Duration::from_secs(600),
+            webhook_tick: Duration::from_secs(1),
             sources: sources::SourceSettings::default(),
         }
     }
@@ -71,7 +75,11 @@ pub fn spawn(state: AppState, settings: JobSettings, shutdown: watch::Receiver<b
         settings.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(webhooks::run(state.clone(), shutdown.clone()));
+    tokio::spawn(webhooks::run(
+        state.clone(),
+        settings.webhook_tick,
+        shutdown.clone(),
+    ));
     tokio::spawn(sources::run(
         state.clone(),
         settings.sources.clone(),

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const TICK: Duration = Duration::from_secs(1);
 const LEASE_MS: i64 = 30_000;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF_MS: i64 = 10 * 60_000;
@@ -28,7 +27,7 @@ pub fn backoff_ms(attempts: i32) -> i64 {
     (1000i64 << attempts.clamp(0, 20)).min(MAX_BACKOFF_MS)
 }
 
-pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(state: AppState, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     let client = match reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -44,7 +43,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = pass(&state, &client).await {
             tracing::warn!(error = %e, "webhook pass failed");
         }
-        if !pause(TICK, &state.jobs.webhooks, &mut shutdown).await {
+        if !pause(tick, &state.jobs.webhooks, &mut shutdown).await {
             return;
         }
     }
