@@ -1,7 +1,7 @@
 //! The agent's HTTPS client: the only module that talks to the network.
 //!
 //! Trust is explicit: a [`Client`] trusts exactly the CA certificates it is built with
-//! (never the system roots). The one unverified request is the trust-bundle fetch of
+//! (never the system roots). The one unverified request is the control-plane CA fetch of
 //! [`fetch_trust_bundle_pinned`], whose answer is accepted only if it contains the CA
 //! whose SHA-256 the operator pinned, and only that CA is trusted afterwards.
 //! A client's TLS identity is fixed, so a new [`Client`] is built after every renewal.
@@ -157,21 +157,29 @@ impl Client {
     }
 }
 
-/// Fetches `GET /v1/trust-bundle` without verifying the server (there is nothing to verify
-/// it with yet) and returns the PEM of the one CA certificate whose DER hashes to
-/// `fingerprint` (`sha256:<hex>`). Other certificates of the bundle are dropped: an
-/// attacker in the middle could add its own CA to the bundle, but cannot forge the pin.
+/// Fetches the control-plane CA (`GET /v1/control-plane-ca`; a control plane from
+/// before it existed answers 404, and then `GET /v1/trust-bundle`) without verifying the
+/// server (there is nothing to verify it with yet) and returns the PEM of the one CA
+/// certificate whose DER hashes to `fingerprint` (`sha256:<hex>`). Other certificates
+/// are dropped: an attacker in the middle could add its own CA to the answer, but
+/// cannot forge the pin.
 pub async fn fetch_trust_bundle_pinned(
     server: &Url,
     fingerprint: &str,
 ) -> Result<String, ClientError> {
-    const ACTION: &str = "the trust bundle request";
+    const ACTION: &str = "the control-plane CA request";
     let http = base_builder()
         .tls_danger_accept_invalid_certs(true)
         .build()
         .map_err(ClientError::Build)?;
-    let url = format!("{}{}", base_url(server), routes::TRUST_BUNDLE);
-    let body = send(ACTION, http.get(url).timeout(REQUEST_TIMEOUT)).await?;
+    let get = |route: &str| {
+        http.get(format!("{}{route}", base_url(server)))
+            .timeout(REQUEST_TIMEOUT)
+    };
+    let body = match send(ACTION, get(routes::CONTROL_PLANE_CA)).await {
+        Err(e) if e.status() == Some(404) => send(ACTION, get(routes::TRUST_BUNDLE)).await?,
+        other => other?,
+    };
     let bundle = String::from_utf8_lossy(&body);
     let pinned = select_pinned(&bundle, fingerprint)?;
     Ok(pem_encode(&pinned))

@@ -57,6 +57,16 @@ impl NodeKey {
             })
     }
 
+    /// Whether this key is of `key_type`.
+    pub fn is(&self, key_type: KeyType) -> bool {
+        let alg = match key_type {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyType::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+        };
+        self.0.algorithm() == alg
+    }
+
     /// Parses a PEM private key (the algorithm is detected).
     pub fn from_pem(pem: &Secret) -> Result<Self, IdentityError> {
         KeyPair::from_pem(pem.expose())

@@ -288,7 +288,19 @@ async fn enroll_once(cfg: &AgentConfig, state: &StateDir) -> Result<Session, Age
         })?
         .read()?;
     let roots = bootstrap_roots(cfg, state).await?;
-    let key = NodeKey::generate(cfg.key_type)?;
+    // The key of an identity this node already holds (expired, say) goes into the CSR:
+    // it proves to the control plane that this is the node enrolled before, which a
+    // join token alone does not (enrolling over an existing node is refused otherwise).
+    let held = state.load_identity().ok().flatten().filter(|s| {
+        s.key.is(cfg.key_type)
+            && s.cert
+                .spiffe_id_for(&cfg.node_id)
+                .is_ok_and(|id| id.service == cfg.service)
+    });
+    let key = match held {
+        Some(stored) => stored.key,
+        None => NodeKey::generate(cfg.key_type)?,
+    };
     let request = EnrollRequest {
         service: cfg.service.clone(),
         node_id: cfg.node_id.clone(),

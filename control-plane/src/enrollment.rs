@@ -31,6 +31,12 @@ pub struct Enrollment {
     pub serial: String,
     pub not_after: i64,
     pub stale_after_seconds: i64,
+    /// SHA-256 of the CSR's public key: an existing node id is re-enrolled only by the
+    /// key it holds, or replaced by a token that allows replacing nodes.
+    pub identity_key: String,
+    /// The service's bundles are issued elsewhere (imported, or from the node's own
+    /// CSR): a replacement keeps the bundle row, which holds no Ferry-made key.
+    pub keep_bundle: bool,
     pub now: i64,
 }
 
@@ -42,6 +48,10 @@ pub enum EnrollError {
     TokenUsedUp,
     #[error("join token is not valid for this service")]
     TokenUnknown,
+    #[error(
+        "node {0} is enrolled already with another key; enroll it with a join token created with --replace-nodes, or delete the node first"
+    )]
+    NodeExists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the enrollment writer stopped")]
@@ -154,7 +164,7 @@ async fn write(
                 .iter()
                 .map(|e| (e.service.clone(), e.node_id.clone()))
                 .collect();
-            let existing: HashSet<(String, String)> =
+            let existing: HashMap<(String, String), Option<String>> =
                 store::nodes::existing(c, &keys)?.into_iter().collect();
             let mut results = Vec::with_capacity(items.len());
             let (mut inserts, mut audits) = (Vec::new(), Vec::new());
@@ -173,10 +183,23 @@ async fn write(
                     results.push(Err(EnrollError::TokenUsedUp));
                     continue;
                 }
+                let key = (e.service.clone(), e.node_id.clone());
+                let action = match existing.get(&key) {
+                    None => "node.enroll",
+                    Some(held) if held.as_deref() == Some(e.identity_key.as_str()) => {
+                        "node.reenroll"
+                    }
+                    Some(_) if t.replaces_nodes => "node.replace",
+                    Some(_) => {
+                        results.push(Err(EnrollError::NodeExists(e.node_id.clone())));
+                        continue;
+                    }
+                };
                 t.uses += 1;
                 *used.entry(t.id.clone()).or_default() += 1;
-                let key = (e.service.clone(), e.node_id.clone());
-                let action = if existing.contains(&key) {
+                if action == "node.enroll" {
+                    inserts.push(new_node(e));
+                } else {
                     store::nodes::reenroll(
                         c,
                         &e.service,
@@ -185,14 +208,22 @@ async fn write(
                         e.not_after,
                         e.now,
                     )?;
+                    if action == "node.replace" {
+                        // A key the node never held: the replaced node's key and
+                        // certificate are destroyed and a new bundle is issued.
+                        store::nodes::replace(
+                            c,
+                            &e.service,
+                            &e.node_id,
+                            &e.identity_key,
+                            e.keep_bundle,
+                            e.now,
+                        )?;
+                    }
                     // Every earlier identity stops working: polls and node caches of
                     // every replica are told at COMMIT.
                     changes.node(&e.service, &e.node_id);
-                    "node.reenroll"
-                } else {
-                    inserts.push(new_node(e));
-                    "node.enroll"
-                };
+                }
                 audits.push(NewAudit {
                     at: e.now,
                     actor: format!("join-token:{}", e.token_id),
@@ -240,5 +271,7 @@ fn new_node(e: &Enrollment) -> NodeRow {
         desired_at: None,
         unseen_at: Some(e.now + e.stale_after_seconds * 1000),
         held_by: None,
+        prev_identity_until: None,
+        identity_key: Some(e.identity_key.clone()),
     }
 }

@@ -15,7 +15,11 @@ use crate::http::tls::{self, ServerCertResolver};
 use crate::http::{AppState, router::router};
 use crate::http::{JobWakers, Stats};
 use crate::jobs::{self, JobSettings};
-use crate::store::{self, Store, ca::CaRow, tokens::ApiTokenRow};
+use crate::store::{
+    self, Store,
+    ca::{CaRow, Purpose},
+    tokens::ApiTokenRow,
+};
 use anyhow::{Context, bail};
 use ferry_shared::hash::sha256_hex;
 use std::io::Write;
@@ -50,9 +54,11 @@ impl App {
             .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
         let store = open_store(&cfg)?;
         let master = Arc::new(load_master_key(&cfg)?);
-        let ca = Arc::new(bootstrap_ca(&store, &cfg, &master).await?);
+        let ca = Arc::new(bootstrap_ca(&store, &cfg, &master, Purpose::Root).await?);
+        let control_plane_ca =
+            Arc::new(bootstrap_ca(&store, &cfg, &master, Purpose::ControlPlane).await?);
         let new_admin_token = bootstrap_admin(&store, &cfg).await?;
-        let (chain, key) = ca.issue_server_cert(
+        let (chain, key) = control_plane_ca.issue_server_cert(
             &cfg.server_names,
             OffsetDateTime::now_utc(),
             SERVER_CERT_TTL,
@@ -68,6 +74,8 @@ impl App {
         let state = AppState {
             store,
             ca,
+            control_plane_ca,
+            server_names: Arc::new(cfg.server_names.clone()),
             trust_domain: cfg.trust_domain.clone(),
             identity_ttl: cfg.identity_ttl,
             master,
@@ -101,8 +109,15 @@ impl App {
         self.addr
     }
 
+    /// The pin agents and ferryctl verify the control plane with: the fingerprint of
+    /// the control-plane CA (which signs nothing a tenant can obtain).
     pub fn ca_fingerprint(&self) -> String {
-        self.state.ca.fingerprint()
+        self.state.control_plane_ca.fingerprint()
+    }
+
+    /// PEM of the control-plane CA, what clients trust to reach this server.
+    pub fn control_plane_ca_pem(&self) -> String {
+        self.state.control_plane_ca.bundle_pem().to_owned()
     }
 
     /// This replica's counters (shared with the running server).
@@ -115,7 +130,7 @@ impl App {
         self.state.store.clone()
     }
 
-    /// PEM of the CA certificates clients should trust.
+    /// PEM of the trust bundle delivered to nodes (what verifies node certificates).
     pub fn trust_bundle_pem(&self) -> String {
         self.state.ca.bundle_pem().to_owned()
     }
@@ -130,7 +145,7 @@ impl App {
     /// Serves until `shutdown` turns true.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let tls_config = tls::server_config(&self.state.ca, self.resolver.clone())?;
-        let ca = self.state.ca.clone();
+        let ca = self.state.control_plane_ca.clone();
         let (resolver, names) = (self.resolver.clone(), self.server_names.clone());
         let mut renew_shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -259,47 +274,67 @@ pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bootstrap_ca(store: &Store, cfg: &Config, master: &MasterKey) -> anyhow::Result<Ca> {
+/// The trust domain's CA of `purpose`: generated, sealed and stored on the first start
+/// (the first replica to insert wins a race), else opened from the store.
+async fn bootstrap_ca(
+    store: &Store,
+    cfg: &Config,
+    master: &MasterKey,
+    purpose: Purpose,
+) -> anyhow::Result<Ca> {
     let td = cfg.trust_domain.clone();
+    let (aad, what) = match purpose {
+        Purpose::Root => (td.to_string(), "root CA"),
+        Purpose::ControlPlane => (crate::ca::server::seal_context(&td), "control-plane CA"),
+    };
     let key = td.to_string();
-    let existing = store.read(move |c| store::ca::get(c, &key)).await?;
+    let existing = store
+        .read(move |c| store::ca::get_for(c, purpose, &key))
+        .await?;
     let row = match existing {
         Some(row) => row,
         None => {
-            let (ca, key_pem) = Ca::generate(&td, OffsetDateTime::now_utc())?;
+            let now = OffsetDateTime::now_utc();
+            let (ca, key_pem) = match purpose {
+                Purpose::Root => Ca::generate(&td, now)?,
+                Purpose::ControlPlane => Ca::generate_control_plane(&td, now)?,
+            };
             let row = CaRow {
                 trust_domain: td.to_string(),
                 cert_pem: ca.bundle_pem().to_owned(),
-                key_ciphertext: master.seal(key_pem.as_bytes(), td.as_str().as_bytes())?,
+                key_ciphertext: master.seal(key_pem.as_bytes(), aad.as_bytes())?,
                 key_id: master.id().to_owned(),
                 created_at: store::now_ms(),
             };
             let inserted = row.clone();
             let won = store
-                .write(move |c| match store::ca::insert(c, &inserted) {
-                    Ok(()) => Ok(true),
-                    Err(e) if store::is_unique_violation(&e) => Ok(false),
-                    Err(e) => Err(store::StoreError::from(e)),
-                })
+                .write(
+                    move |c| match store::ca::insert_for(c, purpose, &inserted) {
+                        Ok(()) => Ok(true),
+                        Err(e) if store::is_unique_violation(&e) => Ok(false),
+                        Err(e) => Err(store::StoreError::from(e)),
+                    },
+                )
                 .await?;
             if won {
-                tracing::info!(trust_domain = %td, fingerprint = %ca.fingerprint(), "generated root CA");
+                tracing::info!(trust_domain = %td, fingerprint = %ca.fingerprint(), "generated {what}");
                 return Ok(ca);
             }
             let key = td.to_string();
             store
-                .read(move |c| store::ca::get(c, &key))
+                .read(move |c| store::ca::get_for(c, purpose, &key))
                 .await?
-                .context("CA row vanished after a first-start race")?
+                .with_context(|| format!("{what} row vanished after a first-start race"))?
         }
     };
-    let key_pem = master.open(&row.key_ciphertext, td.as_str().as_bytes(), &row.key_id).with_context(|| {
-        format!("cannot open the stored CA of trust domain {td}; start with the master key used at first start")
+    let key_pem = master.open(&row.key_ciphertext, aad.as_bytes(), &row.key_id).with_context(|| {
+        format!("cannot open the stored {what} of trust domain {td}; start with the master key used at first start")
     })?;
-    let key_pem = String::from_utf8(key_pem).context("stored CA key is not PEM")?;
+    let key_pem =
+        String::from_utf8(key_pem).with_context(|| format!("stored {what} key is not PEM"))?;
     let ca = Ca::load(&td, &row.cert_pem, &key_pem)?;
     if ca.trust_domain() != &td {
-        bail!("stored CA belongs to another trust domain");
+        bail!("stored {what} belongs to another trust domain");
     }
     Ok(ca)
 }

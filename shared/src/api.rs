@@ -11,7 +11,11 @@ use time::OffsetDateTime;
 pub mod routes {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
+    /// The trust anchors delivered to nodes: what verifies node certificates.
     pub const TRUST_BUNDLE: &str = "/v1/trust-bundle";
+    /// The CA that signs the control plane's server certificate and nothing else: what
+    /// agents and ferryctl pin (by fingerprint) to reach the control plane.
+    pub const CONTROL_PLANE_CA: &str = "/v1/control-plane-ca";
     pub const TENANTS: &str = "/v1/tenants";
     pub const SERVICES: &str = "/v1/services";
     pub const AUDIT: &str = "/v1/audit";
@@ -119,6 +123,14 @@ pub struct ServiceSettings {
     /// and `{trust_domain}` (default `{node}.{service}.{trust_domain}`; empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub san_template: Option<String>,
+    /// Deployment admin only: the DNS suffixes this service's certificates may name
+    /// (default: only names under `<service>.<trust_domain>`). The control plane's own
+    /// names and `localhost` are refused whatever the list says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_suffixes: Option<Vec<String>>,
+    /// Deployment admin only: whether a name may start with a `*` label (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wildcard_names: Option<bool>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -147,6 +159,11 @@ pub struct Service {
     pub grace_seconds: u64,
     pub alert_before_seconds: u64,
     pub san_template: String,
+    /// The DNS suffixes an admin allowed (empty: only `<service>.<trust_domain>`).
+    #[serde(default)]
+    pub dns_suffixes: Vec<String>,
+    #[serde(default)]
+    pub wildcard_names: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -163,6 +180,10 @@ pub struct CreateJoinTokenRequest {
     /// How many enrollments it allows (default 1, at most 1,000,000).
     #[serde(default)]
     pub max_uses: Option<u32>,
+    /// Whether it may enroll over a node that already exists, replacing that node's
+    /// identity (default false: enrolling an existing node id is refused with 409).
+    #[serde(default)]
+    pub replaces_nodes: bool,
 }
 
 /// A new join token. The secret is shown once; `ca_fingerprint` pins the CA for

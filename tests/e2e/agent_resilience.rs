@@ -84,7 +84,7 @@ async fn sixty_second_certificates_never_expire_over_three_minutes_even_with_clo
     .await;
     let (token, _) = cp.join_token("web", 3, 600).await;
     let ca_file = cp.data_dir.path().join("test-ca.pem");
-    std::fs::write(&ca_file, &cp.ca_pem).expect("write CA");
+    std::fs::write(&ca_file, &cp.trust_pem).expect("write the node CA");
 
     let skews = [
         ("on-time", None),

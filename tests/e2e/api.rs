@@ -222,7 +222,20 @@ async fn restart_keeps_ca_services_tokens_and_nodes(backend: Backend) {
         .text()
         .await
         .expect("text");
-    assert_eq!(pem, cp.ca_pem, "same CA after restart");
+    assert_eq!(pem, cp.trust_pem, "same root after restart");
+    let cp_ca = trust
+        .get(format!("{}/v1/control-plane-ca", cp.url))
+        .send()
+        .await
+        .expect("control-plane CA")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(cp_ca, cp.ca_pem, "same control-plane CA after restart");
+    assert_ne!(
+        cp.ca_pem, cp.trust_pem,
+        "the control plane has a CA of its own"
+    );
     assert_eq!(
         cp.admin().get("/v1/services/web").await.body["cert_ttl_seconds"],
         900
@@ -255,10 +268,10 @@ async fn restart_keeps_ca_services_tokens_and_nodes(backend: Backend) {
         .err()
         .expect("refuses to start");
     let line = format!("{err:#}");
-    assert!(line.contains("cannot open the stored CA"), "{line}");
+    assert!(line.contains("cannot open the stored root CA"), "{line}");
     assert!(!line.contains('\n'), "one line: {line}");
     let (cert_after, sealed_after, _) = cp.db.raw_ca_row();
-    assert_eq!((cert_after, sealed_after), (cp.ca_pem.clone(), sealed));
+    assert_eq!((cert_after, sealed_after), (cp.trust_pem.clone(), sealed));
 }
 
 #[tokio::test]

@@ -94,11 +94,14 @@ async fn ferryctl_and_agent_enroll_a_node(backend: Backend) {
         "the join token reached the agent's output"
     );
 
-    // The identity verifies against the CA as a client certificate, names the node...
+    // The identity verifies against the node CA as a client certificate, names the
+    // node... (ca.pem is the control-plane CA the agent trusts the server with.)
     let cert = std::fs::read_to_string(state.path().join("identity.pem")).expect("identity.pem");
+    let node_ca = state.path().join("node-ca.pem");
+    std::fs::write(&node_ca, &cp.trust_pem).expect("write node CA");
     let verify = std::process::Command::new("openssl")
         .args(["verify", "-purpose", "sslclient", "-CAfile"])
-        .arg(state.path().join("ca.pem"))
+        .arg(&node_ca)
         .arg(state.path().join("identity.pem"))
         .output()
         .expect("openssl runs");

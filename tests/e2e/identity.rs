@@ -157,15 +157,32 @@ async fn agent_routes_refuse_foreign_missing_expired_and_revoked_certificates() 
             .0,
         200
     );
-    let second_key = p256();
-    let third = enroll(&cp, "web", "n1", &token, &second_key).await;
-    assert_eq!(third.status, 200);
+    // The same key coming back (its certificate lost): a re-enrollment, and the
+    // certificate it had before stops working.
+    let back = enroll(&cp, "web", "n1", &token, &key).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    let back_cert = back.body["certificate"].as_str().expect("certificate");
     let (status, _) = whoami(&cp, &mtls_client(&cp, new_cert, &key))
         .await
         .expect("handshake");
     assert_eq!(
         status, 403,
         "a re-enrollment supersedes the earlier identity"
+    );
+
+    // Another key under the same node id needs a token that allows replacing nodes.
+    let second_key = p256();
+    let refused = enroll(&cp, "web", "n1", &token, &second_key).await;
+    assert_eq!(refused.assert_problem(409), "conflict");
+    let replacing = cp.replacing_join_token("web").await;
+    let third = enroll(&cp, "web", "n1", &replacing, &second_key).await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    let (status, _) = whoami(&cp, &mtls_client(&cp, back_cert, &key))
+        .await
+        .expect("handshake");
+    assert_eq!(
+        status, 403,
+        "a replacement supersedes the replaced identity"
     );
     let audit = cp.admin().get("/v1/audit").await;
     let actions: Vec<&str> = audit.body["items"]
@@ -175,6 +192,7 @@ async fn agent_routes_refuse_foreign_missing_expired_and_revoked_certificates() 
         .filter_map(|e| e["action"].as_str())
         .collect();
     assert!(actions.contains(&"node.reenroll"), "{actions:?}");
+    assert!(actions.contains(&"node.replace"), "{actions:?}");
     assert!(actions.contains(&"node.revoke"), "{actions:?}");
 }
 
@@ -207,12 +225,24 @@ async fn renewal_over_mtls_keeps_the_presented_certificate_until_the_next_renewa
     let second: serde_json::Value = r.json().await.expect("json");
     let second = second["certificate"].as_str().expect("cert").to_owned();
     // The answer may have been lost: the first certificate can still renew once more.
-    assert_eq!(renew(first.clone()).await.status(), 200);
+    let retry = renew(first.clone()).await;
+    assert_eq!(retry.status(), 200);
+    let third: serde_json::Value = retry.json().await.expect("json");
+    let third = third["certificate"].as_str().expect("cert").to_owned();
     // That renewal superseded `second`, whose serial is now neither current nor previous.
     assert_eq!(renew(second).await.status(), 403);
+    // Once only: the old certificate cannot evict the current one again and again.
+    assert_eq!(renew(first.clone()).await.status(), 403);
+    let (status, _) = whoami(&cp, &mtls_client(&cp, &third, &key))
+        .await
+        .expect("handshake");
+    assert_eq!(
+        status, 200,
+        "the retried renewal's certificate stays current"
+    );
     // A renewal CSR of the wrong key type is refused and changes nothing.
     let before = cp.db.row_counts();
-    let client = mtls_client(&cp, &first, &key);
+    let client = mtls_client(&cp, &third, &key);
     let r = client
         .post(format!("{}/v1/agent/renew", cp.url))
         .json(&json!({ "csr": node::csr(&node::ed25519(), "n1") }))

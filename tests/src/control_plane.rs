@@ -16,8 +16,12 @@ pub struct ControlPlane {
     pub cfg: Config,
     pub db: std::sync::Arc<TestDb>,
     pub admin_token: String,
+    /// The control-plane CA: what clients verify the control plane with.
     pub ca_pem: String,
+    /// Its fingerprint, the pin agents and ferryctl are given.
     pub ca_fingerprint: String,
+    /// The root: the trust anchors delivered to nodes (verifies node certificates).
+    pub trust_pem: String,
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
     /// Counters of the running instance (replaced on restart).
     pub stats: std::sync::Arc<ferry_control_plane::http::Stats>,
@@ -63,10 +67,11 @@ async fn spawn_on(
         .new_admin_token
         .clone()
         .expect("first start creates the admin token");
-    let (addr, ca_pem, ca_fingerprint) = (
+    let (addr, ca_pem, ca_fingerprint, trust_pem) = (
         app.local_addr(),
-        app.trust_bundle_pem(),
+        app.control_plane_ca_pem(),
         app.ca_fingerprint(),
+        app.trust_bundle_pem(),
     );
     let mut cp = ControlPlane {
         addr,
@@ -76,6 +81,7 @@ async fn spawn_on(
         admin_token,
         ca_pem,
         ca_fingerprint,
+        trust_pem,
         data_dir: std::sync::Arc::new(data_dir),
         stats: app.stats(),
         store: app.store(),
@@ -142,6 +148,7 @@ impl ControlPlane {
             admin_token: self.admin_token.clone(),
             ca_pem: self.ca_pem.clone(),
             ca_fingerprint: self.ca_fingerprint.clone(),
+            trust_pem: self.trust_pem.clone(),
             data_dir: self.data_dir.clone(),
             stats: app.stats(),
             store: app.store(),
@@ -217,6 +224,20 @@ impl ControlPlane {
             r.body["token"].as_str().expect("token").to_owned(),
             r.body["ca_fingerprint"].as_str().expect("fp").to_owned(),
         )
+    }
+
+    /// A one-use join token for `service` that may replace an enrolled node (a new key
+    /// under an existing node id).
+    pub async fn replacing_join_token(&self, service: &str) -> String {
+        let r = self
+            .admin()
+            .post(
+                &format!("/v1/services/{service}/join-tokens"),
+                serde_json::json!({ "max_uses": 1, "ttl_seconds": 600, "replaces_nodes": true }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "join token: {}", r.body);
+        r.body["token"].as_str().expect("token").to_owned()
     }
 }
 

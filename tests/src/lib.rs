@@ -9,6 +9,7 @@ pub mod bench;
 pub mod control_plane;
 pub mod db;
 pub mod ferryctl;
+pub mod impostor;
 pub mod netns;
 pub mod node;
 pub mod pg_cluster;

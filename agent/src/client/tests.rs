@@ -83,7 +83,7 @@ async fn the_trust_bundle_is_fetched_unverified_and_accepted_only_with_the_pin()
         .expect("pinned");
     let certs = pem_certificates(&pem, "pinned").expect("pem");
     assert_eq!(certs, vec![ca.der.clone()], "only the pinned CA is kept");
-    assert_eq!(server.paths(), [routes::TRUST_BUNDLE]);
+    assert_eq!(server.paths(), [routes::CONTROL_PLANE_CA]);
 
     let third = TestCa::new("third");
     let err = fetch_trust_bundle_pinned(&server.url, &third.fingerprint())
@@ -93,6 +93,33 @@ async fn the_trust_bundle_is_fetched_unverified_and_accepted_only_with_the_pin()
         err.to_string()
             .starts_with("CA fingerprint mismatch: expected sha256:"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_control_plane_without_its_own_ca_route_is_pinned_through_the_trust_bundle() {
+    let ca = TestCa::new("ca");
+    let pem = ca.cert_pem.clone();
+    let server = TestServer::spawn(&ca, move |r| {
+        if r.path == routes::CONTROL_PLANE_CA {
+            Response::problem(404, "Not Found", "no such route")
+        } else {
+            Response::text(200, &pem)
+        }
+    })
+    .await;
+
+    let got = fetch_trust_bundle_pinned(&server.url, &ca.fingerprint())
+        .await
+        .expect("pinned through the older route");
+
+    assert_eq!(
+        pem_certificates(&got, "pinned").expect("pem"),
+        vec![ca.der.clone()]
+    );
+    assert_eq!(
+        server.paths(),
+        [routes::CONTROL_PLANE_CA, routes::TRUST_BUNDLE]
     );
 }
 

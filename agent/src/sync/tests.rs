@@ -44,7 +44,7 @@ fn control_plane(
             CertInfo::from_der(der, "peer").ok()?.spiffe_uri
         };
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", routes::TRUST_BUNDLE) => Response::text(200, &ca.cert_pem),
+            ("GET", routes::CONTROL_PLANE_CA) => Response::text(200, &ca.cert_pem),
             ("POST", routes::AGENT_ENROLL) => {
                 let body: EnrollRequest = serde_json::from_slice(&req.body).expect("enroll body");
                 if body.join_token != TOKEN {
@@ -142,7 +142,10 @@ async fn enroll_pins_the_ca_and_stores_a_private_identity() {
         enrolled.spiffe_id.to_string(),
         "spiffe://ferry.local/service/web/node/n-1"
     );
-    assert_eq!(server.paths(), [routes::TRUST_BUNDLE, routes::AGENT_ENROLL]);
+    assert_eq!(
+        server.paths(),
+        [routes::CONTROL_PLANE_CA, routes::AGENT_ENROLL]
+    );
     let sent = server.requests.lock().expect("lock")[1].clone();
     let body: EnrollRequest = serde_json::from_slice(&sent.body).expect("json");
     assert_eq!(body.join_token, TOKEN);

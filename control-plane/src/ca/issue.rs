@@ -57,6 +57,18 @@ pub fn csr_key_type(csr_der: &[u8]) -> Result<KeyType, CaError> {
     found.ok_or_else(|| CaError::CsrRejected(format!("unsupported public key algorithm {alg}")))
 }
 
+/// What names a node's key across enrollments: the SHA-256 (hex) of the CSR's
+/// SubjectPublicKeyInfo. A re-enrollment with the same key is the same node coming
+/// back; a different key under an existing node id is a replacement.
+pub fn csr_key_id(csr_pem: &str) -> Result<String, CaError> {
+    let der = csr_der(csr_pem)?;
+    let (_, req) = X509CertificationRequest::from_der(&der)
+        .map_err(|_| CaError::CsrRejected("not a PKCS#10 certificate request".into()))?;
+    Ok(ferry_shared::hash::sha256_hex(
+        req.certification_request_info.subject_pki.raw,
+    ))
+}
+
 pub(crate) fn parse_csr(
     csr_pem: &str,
     required: KeyType,

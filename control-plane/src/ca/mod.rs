@@ -3,30 +3,30 @@
 //! Every function takes `now` as an argument so validity periods are testable. The
 //! root CA is generated once per trust domain (persisted, sealed, by `startup`);
 //! identity certificates are signed from CSRs whose key never leaves the node
-//! ([`issue`]); the control plane's own server certificate is issued here too.
+//! ([`issue`]). The control plane's own server certificate comes from a CA of its own
+//! that signs nothing else ([`server`]), so no certificate a tenant can obtain is
+//! trusted by agents and ferryctl for the control plane.
 
 pub mod import;
 pub mod issue;
 pub mod leaf;
+pub mod names;
 pub mod sealing;
+pub mod server;
 
 use ferry_shared::TrustDomain;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use std::net::IpAddr;
 use time::{Duration, OffsetDateTime};
 
 pub use issue::IssuedCert;
 
 /// How far `not_before` is backdated, so nodes with a slow clock accept new certificates.
 pub const BACKDATE: Duration = Duration::minutes(5);
-/// The server certificate is backdated further: an agent whose clock is slow must still
-/// reach the control plane to learn the right time (it measures skew from responses).
-const SERVER_BACKDATE: Duration = Duration::hours(1);
 const ROOT_LIFETIME: Duration = Duration::days(3650);
 
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +101,27 @@ impl Ca {
         trust_domain: &TrustDomain,
         now: OffsetDateTime,
     ) -> Result<(Self, String), CaError> {
+        let uri = SanType::URI(format!("spiffe://{trust_domain}").try_into()?);
+        Self::self_signed(
+            trust_domain,
+            format!("Ferry root CA for {trust_domain}"),
+            vec![uri],
+            now,
+        )
+    }
+
+    /// A self-signed CA that signs no intermediate (path length 0).
+    pub(crate) fn self_signed(
+        trust_domain: &TrustDomain,
+        common_name: String,
+        sans: Vec<SanType>,
+        now: OffsetDateTime,
+    ) -> Result<(Self, String), CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Ferry");
-        dn.push(
-            DnType::CommonName,
-            format!("Ferry root CA for {trust_domain}"),
-        );
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -119,8 +132,7 @@ impl Ca {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + ROOT_LIFETIME;
         params.serial_number = Some(random_serial()?);
-        params.subject_alt_names =
-            vec![SanType::URI(format!("spiffe://{trust_domain}").try_into()?)];
+        params.subject_alt_names = sans;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
         let ca = Self {
@@ -154,7 +166,7 @@ impl Ca {
         &self.trust_domain
     }
 
-    /// PEM of the trust bundle (today: the one root).
+    /// PEM of the CA certificate (for the root: the trust bundle delivered to nodes).
     pub fn bundle_pem(&self) -> &str {
         &self.cert_pem
     }
@@ -163,52 +175,9 @@ impl Ca {
         &self.cert_der
     }
 
-    /// `sha256:<hex>` of the root's DER, the pin agents enroll with.
+    /// `sha256:<hex>` of the certificate's DER (for the control-plane CA: the pin
+    /// agents and ferryctl verify the control plane with).
     pub fn fingerprint(&self) -> String {
         ferry_shared::hash::ca_fingerprint(&self.cert_der)
-    }
-
-    /// The control plane's TLS server certificate for `names` (DNS names or IPs).
-    /// Returns (certificate chain PEM, key PEM).
-    pub fn issue_server_cert(
-        &self,
-        names: &[String],
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<(String, String), CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names
-                .first()
-                .map(String::as_str)
-                .unwrap_or("ferry-control-plane"),
-        );
-        params.distinguished_name = dn;
-        params.subject_alt_names = names
-            .iter()
-            .map(|n| match n.parse::<IpAddr>() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => n
-                    .clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|_| CaError::BadServerName(n.clone())),
-            })
-            .collect::<Result<_, _>>()?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = now - SERVER_BACKDATE;
-        params.not_after = now + ttl;
-        params.serial_number = Some(random_serial()?);
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((
-            format!("{}{}", cert.pem(), self.cert_pem),
-            key.serialize_pem(),
-        ))
     }
 }

@@ -243,9 +243,13 @@ fn decide(
     row: Option<&store::acks::AckTarget>,
 ) -> Result<(), AckError> {
     let row = row.ok_or(AckError::Revoked)?;
-    if row.identity_serial != ack.serial
-        && row.prev_identity_serial.as_deref() != Some(ack.serial.as_str())
-    {
+    if !store::nodes::accepts(
+        &row.identity_serial,
+        row.prev_identity_serial.as_deref(),
+        row.prev_identity_until,
+        &ack.serial,
+        ack.row.now,
+    ) {
         return Err(AckError::Superseded);
     }
     let a = &ack.row;

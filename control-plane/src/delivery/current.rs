@@ -21,6 +21,8 @@ pub enum CurrentError {
     Seal(#[from] SealError),
     #[error("the sealed key of {0} is not UTF-8")]
     KeyNotUtf8(String),
+    #[error("this identity certificate was superseded by a re-enrollment")]
+    Superseded,
 }
 
 /// The chain and trust bundle a node gets: an imported chain ends with the customer's
@@ -76,7 +78,7 @@ impl Serve<'_> {
         with_key: bool,
     ) -> Result<Option<Bundle>, CurrentError> {
         Ok(self
-            .current_and_cached(c, service, node_id, now_ms, with_key)?
+            .current_and_cached(c, service, node_id, now_ms, with_key, None)?
             .map(|(bundle, _)| bundle))
     }
 
@@ -89,10 +91,16 @@ impl Serve<'_> {
         node_id: &str,
         now_ms: i64,
         with_key: bool,
+        presented_serial: Option<&str>,
     ) -> Result<Option<(Bundle, bool)>, CurrentError> {
         let Some(node) = store::nodes::get(c, service, node_id)? else {
             return Ok(None);
         };
+        // Read in the same snapshot as the bundle: an identity superseded before this
+        // bundle was written is never served it (its key included).
+        if presented_serial.is_some_and(|s| !node.accepts_serial(s, now_ms)) {
+            return Err(CurrentError::Superseded);
+        }
         let Some(row) = store::bundles::get(c, service, node_id)? else {
             return Ok(None);
         };

@@ -2,7 +2,8 @@
 //! rest; node-key: from the node's CSR, or a request for one), the next version, the
 //! content hash, and the time of the next renewal. Runs inside the caller's transaction.
 
-use crate::ca::leaf::{generate_key, render_sans};
+use crate::ca::leaf::generate_key;
+use crate::ca::names::{NameError, NamePolicy, render_checked};
 use crate::ca::sealing::{MasterKey, SealError};
 use crate::ca::{Ca, CaError};
 use crate::store::bundles::BundleRow;
@@ -28,6 +29,8 @@ pub enum IssueError {
     BadService(String, String),
     #[error("certificates of service {0} are imported: import a new one to change them")]
     Imported(String),
+    #[error("certificate name refused: {0}")]
+    Name(#[from] NameError),
 }
 
 /// A central-mode certificate and key signed for a node, not yet stored.
@@ -42,6 +45,23 @@ pub struct Issuer<'a> {
     pub ca: &'a Ca,
     pub master: &'a MasterKey,
     pub trust_domain: &'a TrustDomain,
+    /// The control plane's server names: never in a delivered certificate.
+    pub reserved_names: &'a [String],
+}
+
+/// The names `svc`'s certificates may carry.
+pub fn name_policy(
+    svc: &ServiceRow,
+    trust_domain: &TrustDomain,
+    reserved: &[String],
+) -> NamePolicy {
+    NamePolicy::new(
+        &svc.name,
+        trust_domain.as_str(),
+        svc.dns_suffix_list().as_deref(),
+        svc.wildcard_names,
+        reserved,
+    )
 }
 
 /// Deterministic jitter spreads renewals over part of the renew window, so nodes issued
@@ -201,7 +221,7 @@ impl Issuer<'_> {
     ) -> Result<i64, IssueError> {
         let (key_type, _) = policy(svc)?;
         let id = spiffe(self.trust_domain, &svc.name, node_id)?;
-        let dns = render_sans(&svc.san_template, &id);
+        let dns = self.names(svc, &id)?;
         let ttl = time::Duration::seconds(svc.cert_ttl_seconds);
         let cert = self
             .ca
@@ -219,6 +239,13 @@ impl Issuer<'_> {
         )
     }
 
+    /// The node's names from the service's template, each allowed by its policy (a
+    /// node id can make a template render to a name the service may not use).
+    fn names(&self, svc: &ServiceRow, id: &SpiffeId) -> Result<Vec<String>, IssueError> {
+        let policy = name_policy(svc, self.trust_domain, self.reserved_names);
+        Ok(render_checked(&svc.san_template, id, &policy)?)
+    }
+
     fn sign(
         &self,
         svc: &ServiceRow,
@@ -226,7 +253,7 @@ impl Issuer<'_> {
         key: &rcgen::KeyPair,
         now: OffsetDateTime,
     ) -> Result<crate::ca::IssuedCert, IssueError> {
-        let dns = render_sans(&svc.san_template, id);
+        let dns = self.names(svc, id)?;
         Ok(self.ca.issue_leaf(
             key,
             id,

@@ -23,13 +23,21 @@ pub const LISTEN_FRESH: Duration = Duration::from_secs(3);
 pub struct NodeAuth {
     pub identity_serial: String,
     pub prev_identity_serial: Option<String>,
+    pub prev_identity_until: Option<i64>,
     pub desired_version: i64,
 }
 
 impl NodeAuth {
-    /// The current identity, or the one it renewed from (a lost renewal answer).
-    pub fn accepts_serial(&self, serial: &str) -> bool {
-        self.identity_serial == serial || self.prev_identity_serial.as_deref() == Some(serial)
+    /// The current identity, or within its window the one it renewed from (a lost
+    /// renewal answer).
+    pub fn accepts_serial(&self, serial: &str, now_ms: i64) -> bool {
+        crate::store::nodes::accepts(
+            &self.identity_serial,
+            self.prev_identity_serial.as_deref(),
+            self.prev_identity_until,
+            serial,
+            now_ms,
+        )
     }
 }
 
@@ -188,8 +196,31 @@ mod tests {
         NodeAuth {
             identity_serial: serial.into(),
             prev_identity_serial: None,
+            prev_identity_until: None,
             desired_version: v,
         }
+    }
+
+    #[test]
+    fn the_identity_before_a_renewal_is_accepted_only_within_its_window() {
+        let a = NodeAuth {
+            identity_serial: "new".into(),
+            prev_identity_serial: Some("old".into()),
+            prev_identity_until: Some(1_000),
+            desired_version: 1,
+        };
+        assert!(a.accepts_serial("new", 5_000));
+        assert!(a.accepts_serial("old", 999));
+        assert!(!a.accepts_serial("old", 1_000), "the window has closed");
+        assert!(!a.accepts_serial("other", 0));
+        let no_window = NodeAuth {
+            prev_identity_until: None,
+            ..a
+        };
+        assert!(
+            !no_window.accepts_serial("old", 0),
+            "no window, no previous identity"
+        );
     }
 
     #[test]

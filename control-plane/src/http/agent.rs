@@ -96,7 +96,8 @@ fn identity_response(
     IdentityIssued {
         spiffe_id: id.to_string(),
         certificate: pem,
-        ca_certificates: state.ca.bundle_pem().to_owned(),
+        // What the agent verifies the control plane with from now on.
+        ca_certificates: state.control_plane_ca.bundle_pem().to_owned(),
         not_after,
         server_time: OffsetDateTime::now_utc(),
     }
@@ -208,6 +209,7 @@ async fn enroll_checked(
     }
     let svc = svc.ok_or_else(|| ApiError::not_found(format!("service {}", id.service)))?;
     let cert = issue_identity(state, &svc, id, csr, now)?;
+    let identity_key = crate::ca::issue::csr_key_id(csr)?;
     state
         .enrollments
         .submit(Enrollment {
@@ -218,11 +220,14 @@ async fn enroll_checked(
             serial: cert.serial.clone(),
             not_after: store::ms(cert.not_after),
             stale_after_seconds: svc.stale_after_seconds,
+            identity_key,
+            keep_bundle: svc.key_mode != ferry_shared::KeyMode::Central.to_string(),
             now: now_ms,
         })
         .await
         .map_err(|e| match e {
             enrollment::EnrollError::TokenUnknown => ApiError::unauthorized(e.to_string()),
+            e @ enrollment::EnrollError::NodeExists(_) => ApiError::conflict(e.to_string()),
             e @ (enrollment::EnrollError::TokenExpired | enrollment::EnrollError::TokenUsedUp) => {
                 ApiError::forbidden(e.to_string())
             }
@@ -264,17 +269,28 @@ pub async fn renew(
         .ok_or_else(|| ApiError::not_found(format!("service {}", spiffe.service)))?;
     // Signed before the transaction: no row is locked while the CPU works.
     let cert = issue_identity(&state, &svc, &spiffe, &req.csr, OffsetDateTime::now_utc())?;
+    let identity_key = crate::ca::issue::csr_key_id(&req.csr)?;
     let issued = state
         .store
         .write(move |c| {
-            store::nodes::renew_identity(
+            let renewed = store::nodes::renew_identity(
                 c,
                 spiffe.service.as_str(),
                 spiffe.node.as_str(),
-                &who.serial,
-                &cert.serial,
-                store::ms(cert.not_after),
+                &store::nodes::Renewal {
+                    presented_serial: &who.serial,
+                    new_serial: &cert.serial,
+                    identity_key: &identity_key,
+                    not_after: store::ms(cert.not_after),
+                    now: store::now_ms(),
+                },
             )?;
+            if !renewed {
+                // Superseded meanwhile, or an old identity whose one retry is spent.
+                return Err(ApiError::forbidden(
+                    "this identity certificate was superseded; it cannot renew",
+                ));
+            }
             // The serial before the presented one stops working: every replica's node
             // cache must forget the node.
             let mut changes = Changes::default();

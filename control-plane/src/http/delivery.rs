@@ -5,6 +5,7 @@ use super::extract::{AgentIdentity, ApiJson, ApiQuery, check_serial, node_auth};
 use super::openapi as doc;
 use super::{ApiError, AppState};
 use crate::delivery::acks::{Ack, AckError};
+use crate::delivery::current::CurrentError;
 use crate::delivery::{Changes, Serve};
 use crate::store::{self, acks::AckRow};
 use axum::Json;
@@ -91,12 +92,16 @@ pub async fn bundle(
         let auth = check_serial(&who.id, auth, &who.serial)?;
         if auth.desired_version > q.since {
             let (s, n, st) = (svc.clone(), node.clone(), state.clone());
+            let serial = who.serial.clone();
             let found = state
                 .store
                 .snapshot(move |c| {
                     serve(&st)
-                        .current_and_cached(c, &s, &n, store::now_ms(), true)
-                        .map_err(|e| ApiError::Internal(e.into()))
+                        .current_and_cached(c, &s, &n, store::now_ms(), true, Some(&serial))
+                        .map_err(|e| match e {
+                            e @ CurrentError::Superseded => ApiError::forbidden(e.to_string()),
+                            e => ApiError::Internal(e.into()),
+                        })
                 })
                 .await?;
             if let Some((bundle, cached)) = found {

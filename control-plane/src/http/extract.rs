@@ -276,7 +276,7 @@ pub async fn node_auth(
     let cache = &state.waiters.cache;
     if let Some(a) = cache
         .get(service, node, store::now_ms())
-        .filter(|a| a.accepts_serial(serial))
+        .filter(|a| a.accepts_serial(serial, store::now_ms()))
     {
         return Ok(Some(a));
     }
@@ -299,7 +299,7 @@ pub fn check_serial(
     serial: &str,
 ) -> Result<NodeAuth, ApiError> {
     match auth {
-        Some(node) if node.accepts_serial(serial) => Ok(node),
+        Some(node) if node.accepts_serial(serial, store::now_ms()) => Ok(node),
         Some(_) => {
             tracing::info!(spiffe_id = %id, "refused superseded identity certificate");
             Err(ApiError::forbidden(

@@ -42,7 +42,12 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The root: signs node identities and delivered certificates.
     pub ca: Arc<Ca>,
+    /// Signs the control plane's server certificate and nothing else.
+    pub control_plane_ca: Arc<Ca>,
+    /// The control plane's own names, which no delivered certificate may carry.
+    pub server_names: Arc<Vec<String>>,
     pub trust_domain: TrustDomain,
     pub identity_ttl: Duration,
     pub master: Arc<MasterKey>,
@@ -98,6 +103,7 @@ impl AppState {
             ca: &self.ca,
             master: &self.master,
             trust_domain: &self.trust_domain,
+            reserved_names: &self.server_names,
         }
     }
 }
@@ -109,6 +115,7 @@ impl From<crate::delivery::IssueError> for ApiError {
             IssueError::Ca(ca) => ca.into(),
             IssueError::NodeGone(n) => ApiError::not_found(format!("node {n}")),
             IssueError::Imported(_) => ApiError::conflict(e.to_string()),
+            IssueError::Name(_) => ApiError::unprocessable("name-not-allowed", e.to_string()),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -36,7 +36,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
     ),
     paths(
         document,
-        system::healthz, system::readyz, system::trust_bundle, system::audit,
+        system::healthz, system::readyz, system::trust_bundle, system::control_plane_ca, system::audit,
         alerts::list, alerts::status, metrics::metrics,
         tenants::create, tenants::list, tenants::create_token,
         services::create, services::list, services::get, services::update, services::delete,

@@ -16,6 +16,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::HEALTHZ, get(system::healthz))
         .route(routes::READYZ, get(system::readyz))
         .route(routes::TRUST_BUNDLE, get(system::trust_bundle))
+        .route(routes::CONTROL_PLANE_CA, get(system::control_plane_ca))
         .route(routes::AUDIT, get(system::audit))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(alerts::status))

@@ -5,6 +5,7 @@ use super::error::conflict_if_taken;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
 use super::{ApiError, AppState, new_id, new_secret};
+use crate::ca::names;
 use crate::store::{self, audit, join_tokens::JoinTokenRow, services::ServiceRow};
 use axum::Json;
 use axum::extract::State;
@@ -33,18 +34,24 @@ pub fn to_api(r: ServiceRow) -> Result<Service, ApiError> {
         grace_seconds: r.grace_seconds as u64,
         alert_before_seconds: r.alert_before_seconds as u64,
         san_template: r.san_template.clone(),
+        dns_suffixes: r.dns_suffix_list().unwrap_or_default(),
+        wildcard_names: r.wildcard_names,
         created_at: store::from_ms(r.created_at),
         updated_at: store::from_ms(r.updated_at),
     })
 }
 
-/// Applies `s` over `row` (defaults derive from the TTL when not set) and validates.
+/// Applies `s` over `row` (defaults derive from the TTL when not set) and validates,
+/// including that the SAN template renders only to names the service may use.
 fn apply_settings(
+    state: &AppState,
+    caller: &Caller,
     row: &mut ServiceRow,
     s: &ServiceSettings,
     creating: bool,
 ) -> Result<(), ApiError> {
     let invalid = |d: String| ApiError::unprocessable("invalid-settings", d);
+    apply_name_policy(caller, row, s)?;
     if let Some(ttl) = s.cert_ttl_seconds {
         if !(60..=MAX_TTL).contains(&ttl) {
             return Err(invalid(format!(
@@ -87,6 +94,7 @@ fn apply_settings(
         }
         row.san_template = t.clone();
     }
+    check_names(state, row)?;
     if !(10..ttl).contains(&row.renew_before_seconds) {
         return Err(invalid(format!(
             "renew_before_seconds must be 10..{ttl} (below cert_ttl_seconds)"
@@ -105,6 +113,52 @@ fn apply_settings(
         ));
     }
     Ok(())
+}
+
+/// `dns_suffixes` and `wildcard_names` decide which names a tenant's certificates carry,
+/// so only the deployment admin sets them.
+fn apply_name_policy(
+    caller: &Caller,
+    row: &mut ServiceRow,
+    s: &ServiceSettings,
+) -> Result<(), ApiError> {
+    if s.dns_suffixes.is_none() && s.wildcard_names.is_none() {
+        return Ok(());
+    }
+    if caller.tenant.is_some() {
+        return Err(ApiError::forbidden(
+            "dns_suffixes and wildcard_names are set by the deployment admin only",
+        ));
+    }
+    if let Some(list) = &s.dns_suffixes {
+        if let Some(bad) = list.iter().find(|x| !names::suffix_is_valid(x)) {
+            return Err(ApiError::unprocessable(
+                "invalid-settings",
+                format!("dns_suffixes: {bad:?} is not a DNS name of two labels or more"),
+            ));
+        }
+        let list: Vec<String> = list.iter().map(|x| names::normalize_suffix(x)).collect();
+        row.dns_suffixes = (!list.is_empty())
+            .then(|| serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()));
+    }
+    if let Some(w) = s.wildcard_names {
+        row.wildcard_names = w;
+    }
+    Ok(())
+}
+
+/// The template, rendered for a sample node, names only what the policy allows (each
+/// real node's names are checked again when its certificate is issued).
+fn check_names(state: &AppState, row: &ServiceRow) -> Result<(), ApiError> {
+    let sample = ferry_shared::SpiffeId {
+        trust_domain: state.trust_domain.clone(),
+        service: ServiceName::parse(&row.name)?,
+        node: ferry_shared::NodeId::parse("node-1")?,
+    };
+    let policy = crate::delivery::issue::name_policy(row, &state.trust_domain, &state.server_names);
+    names::render_checked(&row.san_template, &sample, &policy)
+        .map(drop)
+        .map_err(|e| ApiError::unprocessable("name-not-allowed", format!("san_template: {e}")))
 }
 
 /// The service if the caller may see it, else 404 (never 403: existence is not leaked).
@@ -174,8 +228,10 @@ pub async fn create(
         webhook_url: None,
         webhook_secret_sealed: None,
         webhook_key_id: None,
+        dns_suffixes: None,
+        wildcard_names: false,
     };
-    apply_settings(&mut row, &req.settings, true)?;
+    apply_settings(&state, &caller, &mut row, &req.settings, true)?;
     let entry = caller.audit(
         Some(&row.tenant),
         "service.create",
@@ -277,7 +333,7 @@ pub async fn update(
     ApiJson(settings): ApiJson<ServiceSettings>,
 ) -> Result<Json<Service>, ApiError> {
     let mut row = visible(&state, &caller, &name).await?;
-    apply_settings(&mut row, &settings, false)?;
+    apply_settings(&state, &caller, &mut row, &settings, false)?;
     row.updated_at = store::now_ms();
     let entry = caller.audit(
         Some(&row.tenant),
@@ -394,13 +450,14 @@ pub async fn create_join_token(
         max_uses: max_uses as i32,
         uses: 0,
         created_at: now,
+        replaces_nodes: req.replaces_nodes,
     };
     let expires_at = store::from_ms(row.expires_at);
     let entry = caller.audit(
         Some(&svc.tenant),
         "join-token.create",
         &format!("{}/join-token:{}", svc.name, row.id),
-        serde_json::json!({ "ttl_seconds": ttl, "max_uses": max_uses }),
+        serde_json::json!({ "ttl_seconds": ttl, "max_uses": max_uses, "replaces_nodes": req.replaces_nodes }),
     );
     state
         .store
@@ -411,7 +468,7 @@ pub async fn create_join_token(
         .await?;
     let body = JoinTokenCreated {
         token,
-        ca_fingerprint: state.ca.fingerprint(),
+        ca_fingerprint: state.control_plane_ca.fingerprint(),
         expires_at,
         max_uses,
     };

@@ -48,21 +48,41 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
     }
 }
 
-/// The CA certificates, PEM. Public: agents fetch it to check their pinned fingerprint.
+/// The trust anchors delivered to nodes, PEM. Public: what verifies node certificates
+/// (never the control plane: see [`control_plane_ca`]).
 #[utoipa::path(
     get,
     path = "/v1/trust-bundle",
     tag = "system",
     operation_id = "getTrustBundle",
-    summary = "The CA certificates (PEM).",
+    summary = "The trust anchors of node certificates (PEM).",
     responses(
-        (status = 200, description = "PEM of the CA certificates to trust.", body = String, content_type = "application/x-pem-file"),
+        (status = 200, description = "PEM of the CA certificates that verify node certificates (the `ca.pem` nodes get).", body = String, content_type = "application/x-pem-file"),
     ),
 )]
 pub async fn trust_bundle(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         state.ca.bundle_pem().to_owned(),
+    )
+}
+
+/// The control-plane CA, PEM. Public: agents and ferryctl fetch it once, unverified,
+/// and keep it only if it hashes to the fingerprint they were given.
+#[utoipa::path(
+    get,
+    path = "/v1/control-plane-ca",
+    tag = "system",
+    operation_id = "getControlPlaneCa",
+    summary = "The CA that signs the control plane's server certificate and nothing else (PEM).",
+    responses(
+        (status = 200, description = "PEM of the control-plane CA: its SHA-256 is the `ca_fingerprint` printed with join tokens.", body = String, content_type = "application/x-pem-file"),
+    ),
+)]
+pub async fn control_plane_ca(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.control_plane_ca.bundle_pem().to_owned(),
     )
 }
 

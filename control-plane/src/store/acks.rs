@@ -24,6 +24,8 @@ pub struct AckTarget {
     pub identity_serial: String,
     #[diesel(sql_type = Nullable<Text>)]
     pub prev_identity_serial: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub prev_identity_until: Option<i64>,
 }
 
 /// One accepted ack as written.
@@ -80,7 +82,7 @@ pub fn targets(c: &mut Conn<'_>, keys: &[(String, String)]) -> QueryResult<Vec<A
         .collect();
     let sql = format!(
         "SELECT n.service, n.node_id, n.desired_version, n.desired_hash, n.identity_serial, \
-                n.prev_identity_serial \
+                n.prev_identity_serial, n.prev_identity_until \
            FROM nodes n JOIN {} ON n.service = u.service AND n.node_id = u.node_id \
           ORDER BY n.service, n.node_id{}",
         rows(c, &[("service", "text"), ("node_id", "text")]),

@@ -14,6 +14,8 @@ pub struct JoinTokenRow {
     pub max_uses: i32,
     pub uses: i32,
     pub created_at: i64,
+    /// May enroll over an existing node, replacing its identity and key.
+    pub replaces_nodes: bool,
 }
 
 pub fn insert(c: &mut Conn<'_>, row: &JoinTokenRow) -> QueryResult<()> {

@@ -31,14 +31,39 @@ pub struct NodeRow {
     pub unseen_at: Option<i64>,
     /// The replica holding the node's long-poll now (no `unseen_at` meanwhile).
     pub held_by: Option<String>,
+    /// Until when (unix ms) `prev_identity_serial` is accepted.
+    pub prev_identity_until: Option<i64>,
+    /// SHA-256 of the public key the node enrolled with (see `ca::issue::csr_key_id`).
+    pub identity_key: Option<String>,
 }
 
+/// How long the identity a renewal replaced keeps working: long enough to retry a
+/// renewal whose answer was lost, short enough that a stolen old identity is useless.
+pub const PREV_IDENTITY_WINDOW_MS: i64 = 10 * 60 * 1000;
+
 impl NodeRow {
-    /// Whether a certificate with `serial` may act for this node: the current identity,
-    /// or the one it replaced (so a renewal whose answer was lost can be retried).
-    pub fn accepts_serial(&self, serial: &str) -> bool {
-        self.identity_serial == serial || self.prev_identity_serial.as_deref() == Some(serial)
+    /// Whether a certificate with `serial` may act for this node at `now_ms`: the
+    /// current identity, or (within its window) the one it renewed from.
+    pub fn accepts_serial(&self, serial: &str, now_ms: i64) -> bool {
+        accepts(
+            &self.identity_serial,
+            self.prev_identity_serial.as_deref(),
+            self.prev_identity_until,
+            serial,
+            now_ms,
+        )
     }
+}
+
+/// The one rule for which serials act for a node (rows, cache entries, acks).
+pub fn accepts(
+    current: &str,
+    prev: Option<&str>,
+    prev_until: Option<i64>,
+    serial: &str,
+    now_ms: i64,
+) -> bool {
+    current == serial || (prev == Some(serial) && prev_until.is_some_and(|u| now_ms < u))
 }
 
 pub fn get(c: &mut Conn<'_>, service: &str, node_id: &str) -> QueryResult<Option<NodeRow>> {
@@ -52,20 +77,27 @@ pub fn auth(
     service: &str,
     node_id: &str,
 ) -> QueryResult<Option<crate::delivery::NodeAuth>> {
-    let row: Option<(String, Option<String>, i64)> = on_backend!(c, c => nodes::table
+    type Auth = (String, Option<String>, Option<i64>, i64);
+    let row: Option<Auth> = on_backend!(c, c => nodes::table
         .find((service, node_id))
-        .select((nodes::identity_serial, nodes::prev_identity_serial, nodes::desired_version))
+        .select((
+            nodes::identity_serial,
+            nodes::prev_identity_serial,
+            nodes::prev_identity_until,
+            nodes::desired_version,
+        ))
         .first(c)
         .optional())?;
-    Ok(
-        row.map(|(identity_serial, prev_identity_serial, desired_version)| {
+    Ok(row.map(
+        |(identity_serial, prev_identity_serial, prev_identity_until, desired_version)| {
             crate::delivery::NodeAuth {
                 identity_serial,
                 prev_identity_serial,
+                prev_identity_until,
                 desired_version,
             }
-        }),
-    )
+        },
+    ))
 }
 
 /// The node row, locked until the transaction ends on PostgreSQL (SQLite's writers
@@ -118,17 +150,27 @@ pub fn insert_many(c: &mut Conn<'_>, rows: &[NodeRow]) -> QueryResult<()> {
     Ok(())
 }
 
-/// Which of `keys` are enrolled already.
-pub fn existing(c: &mut Conn<'_>, keys: &[(String, String)]) -> QueryResult<Vec<(String, String)>> {
+/// (service, node id).
+pub type NodeKey = (String, String);
+
+/// Which of `keys` are enrolled already, with the key each enrolled with.
+pub fn existing(
+    c: &mut Conn<'_>,
+    keys: &[(String, String)],
+) -> QueryResult<Vec<(NodeKey, Option<String>)>> {
     let services: Vec<&str> = keys.iter().map(|(s, _)| s.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|(_, n)| n.as_str()).collect();
-    let found: Vec<(String, String)> = on_backend!(c, c => nodes::table
+    let found: Vec<(String, String, Option<String>)> = on_backend!(c, c => nodes::table
         .filter(nodes::service.eq_any(&services))
         .filter(nodes::node_id.eq_any(&ids))
-        .select((nodes::service, nodes::node_id))
+        .select((nodes::service, nodes::node_id, nodes::identity_key))
         .load(c))?;
     let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
-    Ok(found.into_iter().filter(|k| wanted.contains(k)).collect())
+    Ok(found
+        .into_iter()
+        .map(|(s, n, k)| ((s, n), k))
+        .filter(|(key, _)| wanted.contains(key))
+        .collect())
 }
 
 /// Re-enrollment: a fresh identity replaces every earlier one (the old key may be lost
@@ -145,6 +187,7 @@ pub fn reenroll(
         .set((
             nodes::identity_serial.eq(serial),
             nodes::prev_identity_serial.eq(None::<String>),
+            nodes::prev_identity_until.eq(None::<i64>),
             nodes::identity_not_after.eq(not_after),
             nodes::enrolled_at.eq(now),
         ))
@@ -152,24 +195,85 @@ pub fn reenroll(
     .map(drop)
 }
 
-/// Renewal over mTLS: the presented certificate stays valid until the next renewal.
-/// (Liveness is not written here: the request touches the node's presence.)
+/// A replacement (a join token allowed to replace nodes, and a key the node never
+/// held): on top of [`reenroll`], the node's issued key and certificate are destroyed
+/// and a new bundle is due at once, so the replacing node never receives the replaced
+/// node's key. Imported bundles stay: the operator imported them for the node id.
+pub fn replace(
+    c: &mut Conn<'_>,
+    service: &str,
+    node_id: &str,
+    identity_key: &str,
+    keep_bundle: bool,
+    now: i64,
+) -> QueryResult<()> {
+    on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
+        .set((
+            nodes::identity_key.eq(identity_key),
+            nodes::renew_at.eq(Some(now)),
+            nodes::desired_hash.eq(None::<String>),
+        ))
+        .execute(c))?;
+    if !keep_bundle {
+        use super::schema::bundles;
+        on_backend!(c, c => diesel::delete(bundles::table.find((service, node_id))).execute(c))?;
+    }
+    Ok(())
+}
+
+/// One identity renewal: the certificate presented, the one issued and its key.
+#[derive(Debug, Clone, Copy)]
+pub struct Renewal<'a> {
+    pub presented_serial: &'a str,
+    pub new_serial: &'a str,
+    pub identity_key: &'a str,
+    pub not_after: i64,
+    pub now: i64,
+}
+
+/// Renewal over mTLS. From the current identity: the presented certificate keeps
+/// working for [`PREV_IDENTITY_WINDOW_MS`] (so a lost answer can be retried). From
+/// that previous identity, within its window: the retry replaces the identity it
+/// missed and closes the window, so an old identity can replace the current one once,
+/// never again and again. Returns whether either applied (else the presented
+/// identity is no longer accepted).
 pub fn renew_identity(
     c: &mut Conn<'_>,
     service: &str,
     node_id: &str,
-    presented_serial: &str,
-    new_serial: &str,
-    not_after: i64,
-) -> QueryResult<()> {
-    on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
+    r: &Renewal<'_>,
+) -> QueryResult<bool> {
+    let Renewal {
+        presented_serial,
+        new_serial,
+        identity_key,
+        not_after,
+        now,
+    } = *r;
+    let from_current = on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
+        .filter(nodes::identity_serial.eq(presented_serial))
         .set((
             nodes::identity_serial.eq(new_serial),
             nodes::prev_identity_serial.eq(Some(presented_serial)),
+            nodes::prev_identity_until.eq(Some(now + PREV_IDENTITY_WINDOW_MS)),
             nodes::identity_not_after.eq(not_after),
+            nodes::identity_key.eq(identity_key),
         ))
-        .execute(c))
-    .map(drop)
+        .execute(c))?;
+    if from_current == 1 {
+        return Ok(true);
+    }
+    let retry = on_backend!(c, c => diesel::update(nodes::table.find((service, node_id)))
+        .filter(nodes::prev_identity_serial.eq(presented_serial))
+        .filter(nodes::prev_identity_until.gt(now))
+        .set((
+            nodes::identity_serial.eq(new_serial),
+            nodes::prev_identity_until.eq(Some(now)),
+            nodes::identity_not_after.eq(not_after),
+            nodes::identity_key.eq(identity_key),
+        ))
+        .execute(c))?;
+    Ok(retry == 1)
 }
 
 /// Records a new desired version (the bundle row is written beside it).

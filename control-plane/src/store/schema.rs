@@ -29,6 +29,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    control_plane_cas (trust_domain) {
+        trust_domain -> Text,
+        cert_pem -> Text,
+        key_ciphertext -> Binary,
+        key_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     services (name) {
         name -> Text,
         tenant -> Text,
@@ -46,6 +56,8 @@ diesel::table! {
         webhook_secret_sealed -> Nullable<Binary>,
         webhook_key_id -> Nullable<Text>,
         node_count -> BigInt,
+        dns_suffixes -> Nullable<Text>,
+        wildcard_names -> Bool,
     }
 }
 
@@ -58,6 +70,7 @@ diesel::table! {
         max_uses -> Integer,
         uses -> Integer,
         created_at -> BigInt,
+        replaces_nodes -> Bool,
     }
 }
 
@@ -162,6 +175,8 @@ diesel::table! {
         desired_at -> Nullable<BigInt>,
         unseen_at -> Nullable<BigInt>,
         held_by -> Nullable<Text>,
+        prev_identity_until -> Nullable<BigInt>,
+        identity_key -> Nullable<Text>,
     }
 }
 
@@ -263,6 +278,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     api_tokens,
     cas,
+    control_plane_cas,
     services,
     join_tokens,
     nodes,

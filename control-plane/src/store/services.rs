@@ -23,6 +23,18 @@ pub struct ServiceRow {
     pub webhook_url: Option<String>,
     pub webhook_secret_sealed: Option<Vec<u8>>,
     pub webhook_key_id: Option<String>,
+    /// JSON array of the DNS suffixes an admin allowed (None: the service's subtree).
+    pub dns_suffixes: Option<String>,
+    pub wildcard_names: bool,
+}
+
+impl ServiceRow {
+    /// The admin's DNS suffixes, if any were set.
+    pub fn dns_suffix_list(&self) -> Option<Vec<String>> {
+        self.dns_suffixes
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
 }
 
 pub fn insert(c: &mut Conn<'_>, row: &ServiceRow) -> QueryResult<()> {

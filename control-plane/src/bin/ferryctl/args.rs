@@ -112,8 +112,10 @@ pub enum Command {
     Token(TokenCmd),
     /// Show the audit log, newest first (admin).
     Audit(PageArgs),
-    /// Print the control plane's CA certificates (PEM), e.g. to save a pinned CA.
+    /// Print the trust anchors delivered to nodes (PEM): what verifies node certificates.
     TrustBundle,
+    /// Print the control-plane CA (PEM), e.g. to save the pinned CA for --ca-cert.
+    ControlPlaneCa,
     // `status`, `alert`, `webhook`, `health`, `metrics`, `completions`: `args::ops`.
     #[command(flatten)]
     Ops(OpsCommand),
@@ -128,7 +130,7 @@ impl Command {
     /// bundle, `health` and `completions` do), so the token is only read when it is used.
     pub fn needs_token(&self) -> bool {
         match self {
-            Command::TrustBundle => false,
+            Command::TrustBundle | Command::ControlPlaneCa => false,
             Command::Ops(ops) => ops.needs_token(),
             _ => true,
         }
@@ -160,6 +162,10 @@ pub enum JoinTokenCmd {
         /// Number of enrollments it allows (server default 1).
         #[arg(long, value_name = "N")]
         max_uses: Option<u32>,
+        /// Allow it to enroll over an existing node, replacing that node's identity
+        /// and key (otherwise enrolling an existing node id is refused).
+        #[arg(long)]
+        replace_nodes: bool,
     },
 }
 
@@ -273,6 +279,7 @@ mod tests {
             service,
             ttl,
             max_uses,
+            ..
         }) = cli.command
         else {
             panic!("parsed as {:?}", cli.command);

@@ -55,10 +55,12 @@ pub async fn run(cli: &Cli, token: Option<&str>) -> Result<Output, CliError> {
             service,
             ttl,
             max_uses,
+            replace_nodes,
         }) => {
             let req = CreateJoinTokenRequest {
                 ttl_seconds: *ttl,
                 max_uses: *max_uses,
+                replaces_nodes: *replace_nodes,
             };
             let body = api
                 .post(
@@ -120,6 +122,9 @@ pub async fn run(cli: &Cli, token: Option<&str>) -> Result<Output, CliError> {
         }
         Command::TrustBundle => Ok(Output::text(
             api.get_public_text(routes::TRUST_BUNDLE).await?,
+        )),
+        Command::ControlPlaneCa => Ok(Output::text(
+            api.get_public_text(routes::CONTROL_PLANE_CA).await?,
         )),
         Command::Ops(cmd) => ops::run(&api, cmd, json).await,
         Command::Data(cmd) => data::run(&api, cmd, json).await,

@@ -1,8 +1,9 @@
 //! Which CA `ferryctl` trusts for the control plane: a PEM file (`--ca-cert`), or one
 //! CA pinned by fingerprint (`--ca-fingerprint`), never the system roots.
 //!
-//! Pinning fetches `/v1/trust-bundle` once without verifying the server, then keeps only
-//! the certificate whose DER hashes to the pin. That fetch sends no token: an impostor
+//! Pinning fetches `/v1/control-plane-ca` (or, from a control plane too old to have
+//! it, `/v1/trust-bundle`) once without verifying the server, then keeps only the
+//! certificate whose DER hashes to the pin. That fetch sends no token: an impostor
 //! learns nothing, and cannot pass the verified connection that follows, because it has
 //! no certificate signed by the pinned CA.
 
@@ -37,8 +38,15 @@ pub async fn roots(
             })
         }
         (None, Some(pin)) => {
-            let url = bundle_url(base);
-            let certs = parse_pem(&fetch_unverified(&url).await?);
+            let mut url = route_url(base, routes::CONTROL_PLANE_CA);
+            let pem = match fetch_unverified(&url).await {
+                Err(CliError::Refused(p)) if p.status == 404 => {
+                    url = route_url(base, routes::TRUST_BUNDLE);
+                    fetch_unverified(&url).await?
+                }
+                other => other?,
+            };
+            let certs = parse_pem(&pem);
             pick_pinned(certs, pin).map_err(|offered| {
                 CliError::Untrusted(format!(
                     "the CA of {url} is not {pin}: the server offered {offered}"
@@ -85,13 +93,9 @@ fn pick_pinned(
     }
 }
 
-fn bundle_url(base: &Url) -> Url {
+fn route_url(base: &Url, route: &str) -> Url {
     let mut url = base.clone();
-    url.set_path(&format!(
-        "{}{}",
-        base.path().trim_end_matches('/'),
-        routes::TRUST_BUNDLE
-    ));
+    url.set_path(&format!("{}{route}", base.path().trim_end_matches('/')));
     url
 }
 
@@ -166,11 +170,11 @@ mod tests {
     }
 
     #[test]
-    fn the_bundle_url_keeps_a_path_prefix() {
+    fn the_ca_url_keeps_a_path_prefix() {
         let base = Url::parse("https://cp.example:8443/ferry/").expect("valid url");
         assert_eq!(
-            bundle_url(&base).as_str(),
-            "https://cp.example:8443/ferry/v1/trust-bundle"
+            route_url(&base, routes::CONTROL_PLANE_CA).as_str(),
+            "https://cp.example:8443/ferry/v1/control-plane-ca"
         );
     }
 }

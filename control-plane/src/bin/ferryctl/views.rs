@@ -234,6 +234,8 @@ mod tests {
             grace_seconds: 300,
             alert_before_seconds: 900,
             san_template: "{node}.{service}.{trust_domain}".into(),
+            dns_suffixes: Vec::new(),
+            wildcard_names: false,
             created_at: datetime!(2026-01-02 03:04:05 UTC),
             updated_at: datetime!(2026-01-02 03:04:05 UTC),
         };

@@ -310,7 +310,8 @@ fn openapi_operations_have_unique_ids_and_known_security() {
         let expected = match path.as_str() {
             "/v1/agent/enroll" => vec![],
             p if p.starts_with("/v1/agent/") => vec![MUTUAL_TLS],
-            p if p.starts_with("/v1/") && p != "/v1/trust-bundle" => vec![BEARER],
+            "/v1/trust-bundle" | "/v1/control-plane-ca" => vec![],
+            p if p.starts_with("/v1/") => vec![BEARER],
             "/metrics" => vec![BEARER],
             _ => vec![],
         };

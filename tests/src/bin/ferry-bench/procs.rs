@@ -69,7 +69,7 @@ impl ControlPlaneProc {
             .build()?;
         let started = Instant::now();
         let ca_pem = loop {
-            let r = probe.get(url.join("/v1/trust-bundle")?).send().await;
+            let r = probe.get(url.join("/v1/control-plane-ca")?).send().await;
             if let Ok(r) = r
                 && r.status().is_success()
                 && data_dir.join("admin-token").exists()

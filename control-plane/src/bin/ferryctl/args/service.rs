@@ -55,6 +55,17 @@ pub struct SettingsArgs {
     /// Alert when an installed certificate expires within this long.
     #[arg(long, value_name = "SECONDS")]
     pub alert_before: Option<u64>,
+    /// DNS names of delivered certificates, comma-separated, with {node}, {service}
+    /// and {trust_domain} (server default {node}.{service}.{trust_domain}).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub san_template: Option<String>,
+    /// Admin only: a DNS suffix the service's certificates may name (repeat for more;
+    /// default: only names under <service>.<trust domain>).
+    #[arg(long = "dns-suffix", value_name = "SUFFIX")]
+    pub dns_suffixes: Vec<String>,
+    /// Admin only: allow (true) or refuse (false) names with a leftmost `*` label.
+    #[arg(long, value_name = "true|false")]
+    pub wildcard_names: Option<bool>,
 }
 
 impl SettingsArgs {
@@ -71,8 +82,9 @@ impl SettingsArgs {
             stale_after_seconds: self.stale_after,
             grace_seconds: self.grace,
             alert_before_seconds: self.alert_before,
-            // No flag for it yet: the server keeps its default (or the current value).
-            san_template: None,
+            san_template: self.san_template.clone(),
+            dns_suffixes: (!self.dns_suffixes.is_empty()).then(|| self.dns_suffixes.clone()),
+            wildcard_names: self.wildcard_names,
         }
     }
 }
