@@ -18,6 +18,7 @@ pub mod imports;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;
+pub mod namespace;
 pub mod nodes;
 pub mod openapi;
 pub mod router;
