@@ -26,6 +26,7 @@ pub mod services;
 pub mod sources;
 pub mod system;
 pub mod tenants;
+pub mod timeouts;
 pub mod tls;
 pub mod webhook;
 
