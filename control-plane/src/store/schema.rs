@@ -259,6 +259,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    revoked_sessions (session_hash) {
+        session_hash -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     api_tokens,
@@ -278,5 +285,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     imported_objects,
     sources,
     source_fetches,
-    replicas
+    replicas,
+    revoked_sessions
 );
