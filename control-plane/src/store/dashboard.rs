@@ -47,15 +47,21 @@ pub fn revoke_session(
     now: i64,
 ) -> QueryResult<()> {
     on_backend!(c, c => diesel::delete(revoked_sessions::table.filter(revoked_sessions::expires_at.le(now))).execute(c))?;
-    if !session_revoked(c, session_hash)? {
-        on_backend!(c, c => diesel::insert_into(revoked_sessions::table)
-            .values((
-                revoked_sessions::session_hash.eq(session_hash),
-                revoked_sessions::expires_at.eq(expires_at),
-            ))
-            .execute(c))?;
+    if session_revoked(c, session_hash)? {
+        return Ok(()); // logged out before
     }
-    Ok(())
+    let inserted = on_backend!(c, c => diesel::insert_into(revoked_sessions::table)
+        .values((
+            revoked_sessions::session_hash.eq(session_hash),
+            revoked_sessions::expires_at.eq(expires_at),
+        ))
+        .execute(c));
+    match inserted {
+        // Logged out twice at once (SQLite's one writer; on PostgreSQL the losing
+        // transaction is aborted and that logout answers 500, the session still ended).
+        Err(e) if super::is_unique_violation(&e) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// A running rotation with its deliveries counted by state.
