@@ -25,6 +25,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Larger answers are refused: every agent response is a few KB.
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+// The control plane refuses metadata that would make a bundle larger than this allows.
+const _: () = assert!(2 * ferry_shared::metadata::MAX_BUNDLE_METADATA_BYTES <= MAX_RESPONSE_BYTES);
 
 /// What went wrong talking to the control plane.
 #[derive(Debug, thiserror::Error)]

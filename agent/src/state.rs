@@ -8,6 +8,10 @@
 //!   enrollment time.
 //! - `delivery-state.json` and `bundle-key.pending`: see [`crate::delivery`].
 //!
+//! The directory is 0700 and every file in it 0600, whatever the umask. A directory or
+//! file found more open (a copied state dir, a hand-made key) is restricted at start
+//! with a WARN: the key may have been read, so the WARN says to re-enroll.
+//!
 //! Every file is replaced atomically (temp file in the same dir, fsync, rename, fsync the
 //! dir). A new key is first written as `identity.key.next` and renamed over `identity.key`
 //! only after its certificate is in place, so a crash at any instant leaves a key and a
@@ -20,7 +24,7 @@ use ferry_shared::{NodeId, ServiceName};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -29,6 +33,15 @@ pub const NEXT_KEY_FILE: &str = "identity.key.next";
 pub const CERT_FILE: &str = "identity.pem";
 pub const CA_FILE: &str = "ca.pem";
 pub const STATE_FILE: &str = "agent-state.json";
+/// The state directory's mode.
+pub const DIR_MODE: u32 = 0o700;
+/// Every state file's mode.
+pub const FILE_MODE: u32 = 0o600;
+/// Files holding private keys: restricted (with a WARN) when found readable by others.
+const KEY_FILES: [&str; 3] = [KEY_FILE, NEXT_KEY_FILE, PENDING_KEY_FILE];
+/// node-key mode: the key generated for a CSR, until its certificate is installed
+/// (written by `delivery`).
+pub const PENDING_KEY_FILE: &str = "bundle-key.pending";
 
 /// What failed while reading or writing the state dir.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +115,34 @@ impl StateDir {
         self.dir.join(name)
     }
 
-    /// Creates the directory (and parents) if missing.
+    /// Creates the directory (and parents) if missing, and restricts the directory and
+    /// its files to their owner if they are not (a key readable by group or others
+    /// is made 0600 with a WARN; it may have been read).
     pub fn create(&self) -> Result<(), StateError> {
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(DIR_MODE)
             .create(&self.dir)
-            .map_err(|source| io_err("create", &self.dir, source))
+            .map_err(|source| io_err("create", &self.dir, source))?;
+        restrict(&self.dir, DIR_MODE)?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|source| io_err("list", &self.dir, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| io_err("list", &self.dir, source))?;
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if let Some(found) = restrict(&path, FILE_MODE)? {
+                let name = entry.file_name();
+                if KEY_FILES.iter().any(|k| name == *k) {
+                    tracing::warn!(path = %path.display(), found = format!("{found:o}"), "private key file was readable by group or others; restricted to 0600 (it may have been read: re-enroll to replace the key)");
+                } else {
+                    tracing::warn!(path = %path.display(), found = format!("{found:o}"), "state file was readable by group or others; restricted to 0600");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn has_ca(&self) -> bool {
@@ -134,7 +168,7 @@ impl StateDir {
     pub fn save_state(&self, state: &AgentState) -> Result<(), StateError> {
         // Invariant: AgentState holds only strings and integers, which always serialize.
         let json = serde_json::to_vec_pretty(state).expect("AgentState serializes");
-        write_atomic(&self.dir, STATE_FILE, &json, 0o644)
+        write_atomic(&self.dir, STATE_FILE, &json, FILE_MODE)
     }
 
     /// The key and certificate, or `None` when the node has not enrolled. Finishes (or
@@ -196,9 +230,14 @@ impl StateDir {
         ca_pem: &str,
     ) -> Result<(), StateError> {
         self.create()?;
-        write_atomic(&self.dir, NEXT_KEY_FILE, key_pem.expose().as_bytes(), 0o600)?;
-        write_atomic(&self.dir, CA_FILE, ca_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.dir, CERT_FILE, cert_pem.as_bytes(), 0o644)?;
+        write_atomic(
+            &self.dir,
+            NEXT_KEY_FILE,
+            key_pem.expose().as_bytes(),
+            FILE_MODE,
+        )?;
+        write_atomic(&self.dir, CA_FILE, ca_pem.as_bytes(), FILE_MODE)?;
+        write_atomic(&self.dir, CERT_FILE, cert_pem.as_bytes(), FILE_MODE)?;
         let next = self.file(NEXT_KEY_FILE);
         fs::rename(&next, self.file(KEY_FILE)).map_err(|source| io_err("rename", &next, source))?;
         sync_dir(&self.dir)
@@ -230,6 +269,21 @@ pub(crate) fn write_atomic(
     let target = dir.join(name);
     fs::rename(&tmp, &target).map_err(|source| io_err("rename", &tmp, source))?;
     sync_dir(dir)
+}
+
+/// Sets `path` to `mode` if it has any bit beyond it; the mode found, if it did.
+fn restrict(path: &Path, mode: u32) -> Result<Option<u32>, StateError> {
+    let found = fs::metadata(path)
+        .map_err(|source| io_err("stat", path, source))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if found & !mode == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|source| io_err("restrict the mode of", path, source))?;
+    Ok(Some(found))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {

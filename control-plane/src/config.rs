@@ -245,6 +245,28 @@ impl Config {
         if let Some(b) = file.limit_loopback_connections {
             cfg.limits.limit_loopback_connections = b;
         }
+        for (key, value, field) in [
+            (
+                "body_read_timeout_seconds",
+                file.body_read_timeout_seconds,
+                &mut cfg.limits.body_read_timeout,
+            ),
+            (
+                "idle_connection_timeout_seconds",
+                file.idle_connection_timeout_seconds,
+                &mut cfg.limits.idle_connection_timeout,
+            ),
+        ] {
+            if let Some(secs) = value {
+                if !(1..=3600).contains(&secs) {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: "must be 1..=3600".into(),
+                    });
+                }
+                *field = Duration::from_secs(secs);
+            }
+        }
         Ok(cfg)
     }
 }
@@ -278,6 +300,8 @@ struct FileConfig {
     enroll_failure_window_seconds: Option<u64>,
     max_connections_per_address: Option<u32>,
     limit_loopback_connections: Option<bool>,
+    body_read_timeout_seconds: Option<u64>,
+    idle_connection_timeout_seconds: Option<u64>,
 }
 
 impl FileConfig {

@@ -8,6 +8,7 @@
 
 pub mod ca;
 pub mod config;
+pub mod datadir;
 pub mod delivery;
 pub mod enrollment;
 pub mod http;

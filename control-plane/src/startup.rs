@@ -46,12 +46,11 @@ pub struct App {
     database_url: Option<Secret>,
     jobs: JobSettings,
     conn_limiter: Arc<ConnLimiter>,
+    conn_timeouts: crate::http::timeouts::ConnTimeouts,
 }
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
         let store = open_store(&cfg)?;
         let master = Arc::new(load_master_key(&cfg)?);
         let ca = Arc::new(bootstrap_ca(&store, &cfg, &master, Purpose::Root).await?);
@@ -102,6 +101,10 @@ impl App {
             database_url: cfg.database_url,
             jobs: cfg.jobs,
             conn_limiter: ConnLimiter::new(&cfg.limits),
+            conn_timeouts: crate::http::timeouts::ConnTimeouts {
+                body: cfg.limits.body_read_timeout,
+                idle: cfg.limits.idle_connection_timeout,
+            },
         })
     }
 
@@ -188,6 +191,7 @@ impl App {
         tracing::info!(addr = %self.addr, backend = self.state.store.backend_name(), "control plane listening");
         let edge = tls::Edge {
             conns: self.conn_limiter,
+            timeouts: self.conn_timeouts,
             stats: self.state.stats.clone(),
         };
         tls::serve(
@@ -230,6 +234,7 @@ impl Drop for StopOnDrop {
 
 /// Opens the configured store and applies pending migrations.
 pub fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    crate::datadir::prepare(cfg)?;
     let url = cfg.database_url.as_ref().map(|s| s.expose());
     let store = Store::open(url, &cfg.sqlite_path(), cfg.db_pool_size)
         .context("cannot open the database")?;
@@ -259,16 +264,17 @@ fn load_master_key(cfg: &Config) -> anyhow::Result<MasterKey> {
         .with_context(|| format!("master key file {} is invalid", path.display()))
 }
 
-/// Writes `contents` to a new file readable by its owner only.
+/// Writes `contents` to a file readable by its owner only (also when it existed).
 pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(crate::datadir::FILE_MODE)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(crate::datadir::FILE_MODE))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     Ok(())

@@ -8,6 +8,10 @@ use time::OffsetDateTime;
 pub const MAX_METADATA_KEY_BYTES: usize = 128;
 /// Largest value, as serialized JSON.
 pub const MAX_METADATA_VALUE_BYTES: usize = 32 * 1024;
+/// Most metadata one bundle may carry: keys plus values as serialized JSON, service
+/// values and a node's own counted together. Half the agent's limit on a whole answer
+/// (1 MiB), leaving room for certificates, chain, key and trust bundle.
+pub const MAX_BUNDLE_METADATA_BYTES: usize = 512 * 1024;
 
 /// Why `key` cannot be a metadata key (and so a file name), if it cannot.
 pub fn check_metadata_key(key: &str) -> Result<(), &'static str> {

@@ -78,20 +78,22 @@ async fn tenants_never_see_each_other(backend: Backend) {
         cp.api(Some(&token("beta").await)),
     );
 
-    let created = a.post("/v1/services", json!({ "name": "pay" })).await;
+    let created = a.post("/v1/services", json!({ "name": "alpha-pay" })).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["tenant"], "alpha");
     let before = cp.db.row_counts();
 
-    b.get("/v1/services/pay").await.assert_problem(404);
-    b.patch("/v1/services/pay", json!({ "cert_ttl_seconds": 120 }))
+    b.get("/v1/services/alpha-pay").await.assert_problem(404);
+    b.patch("/v1/services/alpha-pay", json!({ "cert_ttl_seconds": 120 }))
         .await
         .assert_problem(404);
-    b.delete("/v1/services/pay").await.assert_problem(404);
-    b.post("/v1/services/pay/join-tokens", json!({}))
+    b.delete("/v1/services/alpha-pay").await.assert_problem(404);
+    b.post("/v1/services/alpha-pay/join-tokens", json!({}))
         .await
         .assert_problem(404);
-    b.get("/v1/services/pay/nodes").await.assert_problem(404);
+    b.get("/v1/services/alpha-pay/nodes")
+        .await
+        .assert_problem(404);
     b.post("/v1/services", json!({ "name": "x", "tenant": "alpha" }))
         .await
         .assert_problem(403);
@@ -107,12 +109,12 @@ async fn tenants_never_see_each_other(backend: Backend) {
     assert_eq!(cp.db.row_counts(), before, "refused calls change nothing");
 
     assert_eq!(
-        a.get("/v1/services/pay").await.body["cert_ttl_seconds"],
+        a.get("/v1/services/alpha-pay").await.body["cert_ttl_seconds"],
         3600,
         "alpha's service is untouched"
     );
     assert_eq!(
-        admin.get("/v1/services/pay").await.status,
+        admin.get("/v1/services/alpha-pay").await.status,
         200,
         "admins see every tenant"
     );

@@ -15,6 +15,7 @@ mod dashboard;
 mod delivery;
 mod enrollment;
 mod faults;
+mod hardening;
 mod identity;
 mod issuance;
 mod metadata;

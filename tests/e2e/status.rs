@@ -189,11 +189,17 @@ async fn services_pages_and_the_fleet_line(backend: Backend) {
         .expect("tenant token")
         .to_owned();
     let acme = cp.api(Some(&token));
-    let r = acme.post("/v1/services", json!({ "name": "shop" })).await;
+    let r = acme
+        .post("/v1/services", json!({ "name": "acme-shop" }))
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let (db, _) = cp.join_token("db", 2, 600).await;
-    let (shop, _) = cp.join_token("shop", 1, 600).await;
-    for (svc, node, token) in [("db", "d1", &db), ("db", "d2", &db), ("shop", "s1", &shop)] {
+    let (shop, _) = cp.join_token("acme-shop", 1, 600).await;
+    for (svc, node, token) in [
+        ("db", "d1", &db),
+        ("db", "d2", &db),
+        ("acme-shop", "s1", &shop),
+    ] {
         let r = enroll(&cp, svc, node, token, &p256()).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
@@ -205,7 +211,7 @@ async fn services_pages_and_the_fleet_line(backend: Backend) {
 
     // Assert: every service exactly once, in name order, at most two to a page.
     let seen: Vec<String> = walked.iter().flat_map(names).collect();
-    assert_eq!(seen, ["api", "db", "mail", "shop", "web", "zeta"]);
+    assert_eq!(seen, ["acme-shop", "api", "db", "mail", "web", "zeta"]);
     assert_eq!(walked.len(), 3, "six services, two a page");
     // The fleet line is the whole fleet on every page, not the page.
     for page in &walked {
@@ -219,7 +225,10 @@ async fn services_pages_and_the_fleet_line(backend: Backend) {
     );
     assert_eq!(fleet["ok"], 0);
     // A tenant's pages and fleet line hold only its services.
-    assert_eq!(theirs.iter().flat_map(names).collect::<Vec<_>>(), ["shop"]);
+    assert_eq!(
+        theirs.iter().flat_map(names).collect::<Vec<_>>(),
+        ["acme-shop"]
+    );
     assert_eq!(theirs[0]["fleet"]["nodes"], 1, "{}", theirs[0]);
     assert_eq!(theirs[0]["next_cursor"], Value::Null);
     // One service's line, under the same fleet line.

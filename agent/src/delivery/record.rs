@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 pub const DELIVERY_STATE_FILE: &str = "delivery-state.json";
 /// node-key mode: the key generated for a CSR, until its certificate is installed.
-pub const PENDING_KEY_FILE: &str = "bundle-key.pending";
+pub use crate::state::PENDING_KEY_FILE;
 
 /// The identity a version was installed under. A new enrollment is a new epoch, in which
 /// the control plane may number versions from 1 again.
@@ -98,7 +98,12 @@ impl DeliveryState {
     pub fn save(&self, state: &StateDir) -> Result<(), StateError> {
         // Invariant: plain strings, integers and timestamps always serialize.
         let json = serde_json::to_vec_pretty(self).expect("DeliveryState serializes");
-        write_atomic(state.path(), DELIVERY_STATE_FILE, &json, 0o644)
+        write_atomic(
+            state.path(),
+            DELIVERY_STATE_FILE,
+            &json,
+            crate::state::FILE_MODE,
+        )
     }
 
     /// Makes the record agree with `current` (`(version, dir name)`), after a crash or

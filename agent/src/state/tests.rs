@@ -166,3 +166,27 @@ fn agent_state_round_trips_as_json() {
         Err(StateError::BadState { .. })
     ));
 }
+
+#[test]
+fn a_key_readable_by_others_is_restricted_at_start_and_new_files_are_private() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path().join("state"));
+    state.create().expect("create");
+    assert_eq!(mode(state.path()), DIR_MODE);
+    let ca = TestCa::new("test ca");
+    let (key_pem, cert_pem) = issued(&ca);
+    state
+        .save_identity(&key_pem, &cert_pem, &ca.cert_pem)
+        .expect("save");
+    for name in [KEY_FILE, CERT_FILE, CA_FILE] {
+        assert_eq!(mode(&state.file(name)), FILE_MODE, "{name}");
+    }
+
+    // Someone copied the state dir with cp -r under umask 022, or chmod'ed it.
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(state.file(KEY_FILE), fs::Permissions::from_mode(0o644)).expect("chmod");
+    state.create().expect("a start repairs, it does not refuse");
+    assert_eq!(mode(state.path()), DIR_MODE);
+    assert_eq!(mode(&state.file(KEY_FILE)), FILE_MODE);
+    assert!(state.load_identity().expect("loads").is_some());
+}

@@ -51,6 +51,15 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> 
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
+    if let JsonRejection::BytesRejection(b) = &r
+        && super::timeouts::BodyTimedOut::is_cause_of(b)
+    {
+        return ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            b.body_text(),
+        );
+    }
     let slug = match &r {
         JsonRejection::JsonDataError(_) => "invalid-body",
         JsonRejection::JsonSyntaxError(_) => "malformed-json",

@@ -36,6 +36,11 @@ pub struct LimitSettings {
     /// Apply `max_connections_per_address` to loopback clients too (off by default:
     /// local reverse proxies and benchmarks connect from 127.0.0.1).
     pub limit_loopback_connections: bool,
+    /// A request body must arrive whole within this time after its headers (408).
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 and
+    /// HTTP/2; a held long-poll is a request in flight).
+    pub idle_connection_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -45,6 +50,8 @@ impl Default for LimitSettings {
             enroll_failure_window: Duration::from_secs(60),
             max_connections_per_address: 10_000,
             limit_loopback_connections: false,
+            body_read_timeout: Duration::from_secs(30),
+            idle_connection_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -267,6 +274,7 @@ mod tests {
             enroll_failure_window: Duration::from_secs(window_secs),
             max_connections_per_address: max_conns,
             limit_loopback_connections: false,
+            ..LimitSettings::default()
         }
     }
 

@@ -14,7 +14,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::metadata::{
-    MAX_METADATA_VALUE_BYTES, MetadataEntry, PutMetadataRequest, check_metadata_key,
+    MAX_BUNDLE_METADATA_BYTES, MAX_METADATA_VALUE_BYTES, MetadataEntry, PutMetadataRequest,
+    check_metadata_key,
 };
 use serde_json::json;
 
@@ -111,6 +112,47 @@ fn expiry(req: &PutMetadataRequest, now: i64) -> Result<Option<i64>, ApiError> {
     }
 }
 
+/// Refuses `row` when a bundle it reaches would carry more than
+/// [`MAX_BUNDLE_METADATA_BYTES`] of metadata, which the agent could not download. A
+/// service value counts against the node with the most values of its own; a node
+/// value against the service's values. A key set at both levels is counted twice, so
+/// the bound errs on the safe side. Runs in the PUT's transaction.
+fn check_bundle_budget(
+    c: &mut store::Conn<'_>,
+    level: &Level,
+    row: &MetadataRow,
+) -> Result<(), ApiError> {
+    let now = row.updated_at;
+    let levels = store::metadata::bytes_per_level(
+        c,
+        &row.service,
+        level.node.as_deref(),
+        (&row.node_id, &row.key),
+        now,
+    )?;
+    let wide = levels.get(SERVICE_WIDE).copied().unwrap_or(0);
+    let nodes = levels
+        .iter()
+        .filter(|(n, _)| n.as_str() != SERVICE_WIDE)
+        .map(|(_, t)| *t);
+    let others = wide + nodes.max().unwrap_or(0);
+    let total = others + (row.key.len() + row.value.len()) as i64;
+    if total > MAX_BUNDLE_METADATA_BYTES as i64 {
+        let whose = match &level.node {
+            None => "the service's bundles".to_owned(),
+            Some(n) => format!("node {n}'s bundle"),
+        };
+        return Err(ApiError::unprocessable(
+            "bundle-metadata-too-large",
+            format!(
+                "with this value {whose} would carry {total} bytes of metadata (keys and JSON values); \
+                 at most {MAX_BUNDLE_METADATA_BYTES} fit in a bundle the agent accepts"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Bumps the versions a change at `level` reaches and queues the wake-up.
 fn bump(c: &mut store::Conn<'_>, level: &Level, now: i64) -> Result<Changes, ApiError> {
     let mut changes = Changes::default();
@@ -166,6 +208,7 @@ async fn put(
     let changes = state
         .store
         .write(move |c| {
+            check_bundle_budget(c, &level, &row)?;
             store::metadata::put(c, &row)?;
             let changes = bump(c, &level, now)?;
             store::audit::record(c, &entry)?;

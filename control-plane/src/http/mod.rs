@@ -18,6 +18,7 @@ pub mod imports;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;
+pub mod namespace;
 pub mod nodes;
 pub mod openapi;
 pub mod router;
@@ -25,6 +26,7 @@ pub mod services;
 pub mod sources;
 pub mod system;
 pub mod tenants;
+pub mod timeouts;
 pub mod tls;
 pub mod webhook;
 

@@ -1,5 +1,7 @@
 //! Services (create, list, get, update, delete) and their join tokens.
-//! A tenant sees only its own services: another tenant's service is a 404.
+//! A tenant sees only its own services: another tenant's service is a 404, and it
+//! creates names only in its own namespace (`namespace.rs`), so a create never tells
+//! it whether another tenant holds a name.
 
 use super::error::conflict_if_taken;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, PageQuery, page};
@@ -211,6 +213,9 @@ pub async fn create(
             .map(|t| t.to_string())
             .unwrap_or_else(|| store::tenants::DEFAULT_TENANT.to_owned()),
     };
+    if let Some(own) = &caller.tenant {
+        super::namespace::check_tenant_caller(own, req.name.as_str())?;
+    }
     let now = store::now_ms();
     let mut row = ServiceRow {
         name: req.name.to_string(),
@@ -245,6 +250,7 @@ pub async fn create(
             if store::tenants::get(c, &inserted.tenant)?.is_none() {
                 return Err(ApiError::not_found(format!("tenant {}", inserted.tenant)));
             }
+            super::namespace::check_owner(c, &inserted.name, &inserted.tenant)?;
             store::services::insert(c, &inserted).map_err(|e| {
                 conflict_if_taken(e, || format!("service name {} is taken", inserted.name))
             })?;

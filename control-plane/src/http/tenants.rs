@@ -58,6 +58,7 @@ pub async fn create(
     state
         .store
         .write(move |c| {
+            super::namespace::check_new_tenant(c, &inserted.name)?;
             store::tenants::insert(c, &inserted).map_err(|e| {
                 conflict_if_taken(e, || format!("tenant {} already exists", inserted.name))
             })?;

@@ -10,11 +10,14 @@
 //! Slow or hostile clients: a connection over the per-address limit is closed right
 //! after accept (before any TLS work); a handshake must finish within
 //! [`HANDSHAKE_TIMEOUT`] and HTTP/1.1 request headers arrive within
-//! [`HEADER_READ_TIMEOUT`].
+//! [`HEADER_READ_TIMEOUT`]; a request body must arrive within the body deadline and a
+//! connection with no request in flight is closed after the idle timeout
+//! (`timeouts.rs`).
 
 use super::Stats;
 use super::extract::PeerCert;
 use super::limits::{ClientAddr, ConnLimiter};
+use super::timeouts::{Activity, ConnTimeouts, DeadlineBody};
 use crate::ca::Ca;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,6 +40,9 @@ use tower::ServiceExt;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// An HTTP/1.1 client that has not sent a request's headers by then is disconnected.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long an idle connection told to close may take to do so before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -118,6 +124,7 @@ pub fn server_config(
 pub struct Edge {
     pub conns: Arc<ConnLimiter>,
     pub stats: Arc<Stats>,
+    pub timeouts: ConnTimeouts,
 }
 
 /// Accepts connections until `shutdown` turns true; then stops accepting and drops
@@ -154,6 +161,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, router, mut shutdown) = (acceptor.clone(), router.clone(), shutdown.clone());
+        let timeouts = edge.timeouts;
         tokio::spawn(async move {
             let _slot = slot; // held for the connection's lifetime
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -173,13 +181,23 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|c| PeerCert::from_der(c));
-            let svc = router.map_request(
-                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            let activity = Activity::new();
+            let svc = tower::service_fn({
+                let activity = activity.clone();
+                move |req: axum::extract::Request<hyper::body::Incoming>| {
+                    let in_flight = activity.enter();
+                    let mut req =
+                        req.map(|b| axum::body::Body::new(DeadlineBody::new(b, timeouts.body)));
                     req.extensions_mut().insert(peer.clone());
                     req.extensions_mut().insert(ClientAddr(peer_addr));
-                    req
-                },
-            );
+                    let router = router.clone();
+                    async move {
+                        let res = router.oneshot(req).await;
+                        drop(in_flight);
+                        res
+                    }
+                }
+            });
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -193,10 +211,26 @@ pub async fn serve(
                 TokioIo::new(stream),
                 TowerToHyperService::new(svc),
             );
+            let mut conn = std::pin::pin!(conn);
             tokio::select! {
-                res = conn => if let Err(e) = res {
-                    tracing::debug!(peer = %peer_addr, error = %e, "connection ended with an error");
-                },
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %peer_addr, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = activity.idle_for(timeouts.idle) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            // GOAWAY on HTTP/2 (whose graceful close waits for the peer to answer a
+            // ping, which an idle hostile peer never does), close on HTTP/1.1; a peer
+            // that neither closes nor sends requests is dropped after CLOSE_GRACE.
+            tracing::debug!(peer = %peer_addr, "idle connection closed");
+            conn.as_mut().graceful_shutdown();
+            activity.restart_idle();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = activity.idle_for(CLOSE_GRACE) => {}
                 _ = shutdown.wait_for(|stop| *stop) => {}
             }
         });

@@ -1,10 +1,11 @@
 //! Reads for the admin dashboard that no API route needs: the latest deliveries, a
-//! signed-in admin's token still existing, and each running rotation's progress.
-//! Read-only; every other number on the page comes from the status summary.
+//! signed-in admin's token still existing and its session not logged out, and each
+//! running rotation's progress. Logout is the one write; every other number on the page
+//! comes from the status summary.
 
 use super::deliveries::DeliveryRow;
 use super::rotations::RotationRow;
-use super::schema::{api_tokens, deliveries};
+use super::schema::{api_tokens, deliveries, revoked_sessions};
 use super::{Conn, on_backend};
 use diesel::prelude::*;
 
@@ -26,6 +27,41 @@ pub fn admin_token_exists(c: &mut Conn<'_>, id: &str) -> QueryResult<bool> {
         .count()
         .get_result::<i64>(c))
     .map(|n| n > 0)
+}
+
+/// True when the session whose cookie hashes to `session_hash` was logged out.
+pub fn session_revoked(c: &mut Conn<'_>, session_hash: &str) -> QueryResult<bool> {
+    on_backend!(c, c => revoked_sessions::table
+        .find(session_hash)
+        .count()
+        .get_result::<i64>(c))
+    .map(|n| n > 0)
+}
+
+/// Ends a session until `expires_at` (unix ms, when its cookie expires anyway), and
+/// forgets sessions that have expired since (their cookies are refused by expiry).
+pub fn revoke_session(
+    c: &mut Conn<'_>,
+    session_hash: &str,
+    expires_at: i64,
+    now: i64,
+) -> QueryResult<()> {
+    on_backend!(c, c => diesel::delete(revoked_sessions::table.filter(revoked_sessions::expires_at.le(now))).execute(c))?;
+    if session_revoked(c, session_hash)? {
+        return Ok(()); // logged out before
+    }
+    let inserted = on_backend!(c, c => diesel::insert_into(revoked_sessions::table)
+        .values((
+            revoked_sessions::session_hash.eq(session_hash),
+            revoked_sessions::expires_at.eq(expires_at),
+        ))
+        .execute(c));
+    match inserted {
+        // Logged out twice at once (SQLite's one writer; on PostgreSQL the losing
+        // transaction is aborted and that logout answers 500, the session still ended).
+        Err(e) if super::is_unique_violation(&e) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// A running rotation with its deliveries counted by state.

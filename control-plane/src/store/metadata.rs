@@ -244,3 +244,47 @@ pub fn bump_node(c: &mut Conn<'_>, service: &str, node_id: &str, now: i64) -> Qu
         .execute(c))?;
     Ok(n > 0)
 }
+
+diesel::define_sql_function! {
+    /// Bytes of a text (both backends have it; SQLite since 3.43).
+    fn octet_length(x: diesel::sql_types::Text) -> diesel::sql_types::Integer;
+}
+
+/// Bytes (keys and JSON values) of the live values of `service`, per level: the
+/// service-wide total (`node_id` '') and each node's own, in one statement. `only`
+/// limits the nodes to one; the value at (`except_node`, `except_key`) is left out
+/// (the one a PUT is about to replace).
+pub fn bytes_per_level(
+    c: &mut Conn<'_>,
+    service: &str,
+    only: Option<&str>,
+    (except_node, except_key): (&str, &str),
+    now: i64,
+) -> QueryResult<HashMap<String, i64>> {
+    let levels: Vec<&str> = only.into_iter().chain([SERVICE_WIDE]).collect();
+    let replaced = metadata::node_id
+        .eq(except_node)
+        .and(metadata::key.eq(except_key));
+    let live = metadata::expires_at
+        .is_null()
+        .or(metadata::expires_at.gt(now));
+    let size = diesel::dsl::sum(octet_length(metadata::key) + octet_length(metadata::value));
+    let rows: Vec<(String, Option<i64>)> = match only {
+        Some(_) => on_backend!(c, c => metadata::table
+            .filter(metadata::service.eq(service))
+            .filter(metadata::node_id.eq_any(&levels))
+            .filter(diesel::dsl::not(replaced))
+            .filter(live)
+            .group_by(metadata::node_id)
+            .select((metadata::node_id, size))
+            .load(c))?,
+        None => on_backend!(c, c => metadata::table
+            .filter(metadata::service.eq(service))
+            .filter(diesel::dsl::not(replaced))
+            .filter(live)
+            .group_by(metadata::node_id)
+            .select((metadata::node_id, size))
+            .load(c))?,
+    };
+    Ok(rows.into_iter().map(|(n, t)| (n, t.unwrap_or(0))).collect())
+}

@@ -274,6 +274,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    revoked_sessions (session_hash) {
+        session_hash -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     api_tokens,
@@ -294,5 +301,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     imported_objects,
     sources,
     source_fetches,
-    replicas
+    replicas,
+    revoked_sessions
 );

@@ -1,7 +1,8 @@
 //! `services`: what customers onboard. Names are unique in the trust domain because
-//! they appear in node identities; visibility is scoped by `tenant`.
+//! they appear in node identities; visibility is scoped by `tenant`. Deleting a
+//! service removes its history too, so whoever re-creates the name starts empty.
 
-use super::schema::services;
+use super::schema::{alert_events, alerts, deliveries, services};
 use super::{Conn, on_backend};
 use diesel::prelude::*;
 
@@ -80,7 +81,15 @@ pub fn update(c: &mut Conn<'_>, row: &ServiceRow) -> QueryResult<()> {
         .map(drop)
 }
 
+/// Removes a service and everything recorded under its name. Nodes, bundles, tokens,
+/// metadata, sources, rotations and imports go by `ON DELETE CASCADE`; alerts, their
+/// queued webhook events and deliveries carry the name without a foreign key (they
+/// outlive nodes on purpose), so they are removed here, in the caller's transaction,
+/// before the name can be taken again.
 pub fn delete(c: &mut Conn<'_>, name: &str) -> QueryResult<usize> {
+    on_backend!(c, c => diesel::delete(alert_events::table.filter(alert_events::service.eq(name))).execute(c))?;
+    on_backend!(c, c => diesel::delete(alerts::table.filter(alerts::service.eq(name))).execute(c))?;
+    on_backend!(c, c => diesel::delete(deliveries::table.filter(deliveries::service.eq(name))).execute(c))?;
     on_backend!(c, c => diesel::delete(services::table.find(name)).execute(c))
 }
 
@@ -112,4 +121,15 @@ pub fn with_webhooks(c: &mut Conn<'_>) -> QueryResult<Vec<Webhook>> {
             })
         })
         .collect())
+}
+
+/// Whether a service's name starts with `prefix` (service names are DNS labels, so
+/// they hold none of LIKE's wildcards).
+pub fn any_named_with_prefix(c: &mut Conn<'_>, prefix: &str) -> QueryResult<bool> {
+    let pattern = format!("{prefix}%");
+    let n: i64 = on_backend!(c, c => services::table
+        .filter(services::name.like(&pattern))
+        .count()
+        .get_result(c))?;
+    Ok(n > 0)
 }

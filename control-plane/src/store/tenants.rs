@@ -45,3 +45,14 @@ pub fn ensure_default(c: &mut Conn<'_>, now: i64) -> QueryResult<()> {
     }
     Ok(())
 }
+
+/// Whether a tenant's name starts with `prefix` (a tenant whose namespace lies inside
+/// another's).
+pub fn any_named_with_prefix(c: &mut Conn<'_>, prefix: &str) -> QueryResult<bool> {
+    let pattern = format!("{prefix}%");
+    let n: i64 = on_backend!(c, c => tenants::table
+        .filter(tenants::name.like(&pattern))
+        .count()
+        .get_result(c))?;
+    Ok(n > 0)
+}

@@ -195,9 +195,25 @@ pub async fn login(
     Ok(resp)
 }
 
-/// `POST /dashboard/logout`: clears the session cookie.
-pub async fn logout(headers: HeaderMap, uri: Uri) -> Result<Response, PageError> {
+/// `POST /dashboard/logout`: ends the session on every replica (its cookie is stored
+/// as revoked until it would expire) and clears the cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, PageError> {
     session::check_origin(&headers, uri.authority().map(|a| a.as_str()))?;
+    if let Some(s) = Session::from_cookie(&state, &headers) {
+        let now = store::now_ms();
+        state
+            .store
+            .write(move |c| {
+                store::dashboard::revoke_session(c, &s.session_hash, s.expires_at * 1000, now)
+                    .map_err(ApiError::from)
+            })
+            .await?;
+        tracing::info!(token_id = %s.token_id, "dashboard sign-out");
+    }
     let mut resp = see_other("/dashboard/login");
     resp.headers_mut()
         .insert(header::SET_COOKIE, session::clear_cookie());

@@ -3,7 +3,9 @@
 //! The cookie is `<token_id>.<expiry_unix>.<hex HMAC-SHA256>`, keyed by a key derived
 //! from the master key, so any replica can check it and nothing is stored. It never
 //! carries the token itself, and the token must still exist (as an admin token) on
-//! every request, so deleting the token ends its sessions. CSRF: the cookie is
+//! every request, so deleting the token ends its sessions. Logout ends the session on
+//! every replica: the SHA-256 of its cookie is stored until the cookie would have
+//! expired, and a stored one is refused. CSRF: the cookie is
 //! `SameSite=Strict`, and every POST whose `Origin` names another host is refused.
 
 use super::PageError;
@@ -33,12 +35,17 @@ pub fn sign(master: &MasterKey, token_id: &str, expiry: i64) -> String {
 
 /// The token id of a well-signed, unexpired cookie value.
 pub fn verify(master: &MasterKey, value: &str, now: i64) -> Option<String> {
+    verify_with_expiry(master, value, now).map(|(id, _)| id)
+}
+
+/// The token id and expiry (unix seconds) of a well-signed, unexpired cookie value.
+fn verify_with_expiry(master: &MasterKey, value: &str, now: i64) -> Option<(String, i64)> {
     let (payload, tag) = value.rsplit_once('.')?;
     let (token_id, expiry) = payload.split_once('.')?;
     let tag = hex::decode(tag).ok()?;
     hmac::verify(&key(master), payload.as_bytes(), &tag).ok()?;
     let expiry: i64 = expiry.parse().ok()?;
-    (now < expiry && !token_id.is_empty()).then(|| token_id.to_owned())
+    (now < expiry && !token_id.is_empty()).then(|| (token_id.to_owned(), expiry))
 }
 
 /// `Set-Cookie` signing in `token_id` for [`LIFETIME_SECONDS`].
@@ -95,6 +102,25 @@ pub fn check_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(), 
 #[derive(Debug, Clone)]
 pub struct Session {
     pub token_id: String,
+    /// SHA-256 of the cookie value: what logout stores.
+    pub session_hash: String,
+    /// When the cookie expires (unix seconds).
+    pub expires_at: i64,
+}
+
+impl Session {
+    /// The session a request's cookie names, if it is well signed and unexpired (not
+    /// yet checked against the store).
+    pub fn from_cookie(state: &AppState, headers: &HeaderMap) -> Option<Self> {
+        let value = cookie_value(headers)?;
+        let (token_id, expires_at) =
+            verify_with_expiry(&state.master, value, store::now_ms() / 1000)?;
+        Some(Self {
+            token_id,
+            session_hash: ferry_shared::hash::sha256_hex(value.as_bytes()),
+            expires_at,
+        })
+    }
 }
 
 impl FromRequestParts<AppState> for Session {
@@ -104,17 +130,19 @@ impl FromRequestParts<AppState> for Session {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let now = store::now_ms() / 1000;
-        let token_id = cookie_value(&parts.headers)
-            .and_then(|v| verify(&state.master, v, now))
-            .ok_or(PageError::SignIn)?;
-        let id = token_id.clone();
-        let exists = state
+        let session = Self::from_cookie(state, &parts.headers).ok_or(PageError::SignIn)?;
+        let (id, hash) = (session.token_id.clone(), session.session_hash.clone());
+        let valid = state
             .store
-            .read(move |c| store::dashboard::admin_token_exists(c, &id))
+            .read(move |c| {
+                Ok::<_, diesel::result::Error>(
+                    store::dashboard::admin_token_exists(c, &id)?
+                        && !store::dashboard::session_revoked(c, &hash)?,
+                )
+            })
             .await?;
-        if exists {
-            Ok(Self { token_id })
+        if valid {
+            Ok(session)
         } else {
             Err(PageError::SignIn)
         }
