@@ -30,4 +30,5 @@ mod schemathesis;
 mod sources;
 mod staleness;
 mod status;
+mod tokens;
 mod webhooks;
