@@ -480,3 +480,39 @@ async fn loopback_is_limited_by_default_and_exempt_only_when_the_operator_says_s
 
     assert_eq!(seen, [429, 200], "limited by default, served when exempt");
 }
+
+/// `POST /dashboard/login` with `token`, from the control plane's own origin: the status.
+async fn sign_in(client: &reqwest::Client, cp: &ControlPlane, token: &str) -> u16 {
+    client
+        .post(format!("{}/dashboard/login", cp.url))
+        .header("origin", &cp.url)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("sign-in reaches the control plane")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn the_dashboard_sign_in_shares_the_failed_token_limit() {
+    let cp = spawn_control_plane(Backend::Sqlite, |cfg| cfg.limits.auth_max_failures = 3).await;
+    let c = client(&cp, None);
+
+    let wrong: Vec<u16> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(sign_in(&c, &cp, &format!("fya_guess-{i}")).await);
+        }
+        v
+    };
+    let right = sign_in(&c, &cp, &cp.admin_token).await;
+    let api = list_services(&c, &cp, &cp.admin_token).await.0;
+
+    assert_eq!(wrong, [401, 401, 401]);
+    assert_eq!(
+        (right, api),
+        (429, 429),
+        "the sign-in form and the API share one count"
+    );
+}

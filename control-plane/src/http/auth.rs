@@ -114,18 +114,13 @@ impl FromRequestParts<AppState> for Caller {
             .extensions
             .get::<ClientAddr>()
             .map(|ClientAddr(a)| a.ip());
-        let guard = &state.auth_guard;
-        if let Some(ip) = ip
-            && let Err(refusal) = guard.check(ip, Instant::now())
-        {
-            return Err(refuse(state, guard, ip, refusal).await);
+        if let Some(refusal) = limited(state, ip).await {
+            return Err(AuthError::Limited(refusal));
         }
         let caller = match authenticate(state, &token).await? {
             Ok(caller) => caller,
             Err(refused) => {
-                if let Some(ip) = ip {
-                    guard.record_failure(ip, Instant::now());
-                }
+                count_failure(state, ip);
                 return Err(refused.into());
             }
         };
@@ -196,9 +191,24 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Result<Caller, Ap
     }))
 }
 
+/// `Some` while `ip` is over its failed-token limit (also used by the dashboard's
+/// sign-in form, which tests the same secrets).
+pub async fn limited(state: &AppState, ip: Option<IpAddr>) -> Option<Refusal> {
+    let ip = ip?;
+    let refusal = state.auth_guard.check(ip, Instant::now()).err()?;
+    Some(refuse(state, &state.auth_guard, ip, refusal).await)
+}
+
+/// Counts one failed token from `ip`.
+pub fn count_failure(state: &AppState, ip: Option<IpAddr>) {
+    if let Some(ip) = ip {
+        state.auth_guard.record_failure(ip, Instant::now());
+    }
+}
+
 /// Answers a limited address; the first refusal of its window is audited (once, so a
 /// flood of refused requests cannot turn into a flood of writes).
-async fn refuse(state: &AppState, guard: &FailureGuard, ip: IpAddr, refusal: Refusal) -> AuthError {
+async fn refuse(state: &AppState, guard: &FailureGuard, ip: IpAddr, refusal: Refusal) -> Refusal {
     state.stats.auth_refused.fetch_add(1, Ordering::Relaxed);
     if refusal.first {
         tracing::warn!(client = %ip, failures = refusal.failures, "API requests refused: too many failed bearer tokens");
@@ -223,5 +233,5 @@ async fn refuse(state: &AppState, guard: &FailureGuard, ip: IpAddr, refusal: Ref
             tracing::warn!(error = ?e, "cannot audit a refused address");
         }
     }
-    AuthError::Limited(refusal)
+    refusal
 }
