@@ -267,6 +267,21 @@ impl Config {
                 *field = Duration::from_secs(secs);
             }
         }
+        if let Some(n) = file.auth_max_failures {
+            cfg.limits.auth_max_failures = n;
+        }
+        if let Some(secs) = file.auth_failure_window_seconds {
+            if !(1..=86_400).contains(&secs) {
+                return Err(ConfigError::Invalid {
+                    key: "auth_failure_window_seconds",
+                    message: "must be 1..=86400".into(),
+                });
+            }
+            cfg.limits.auth_failure_window = Duration::from_secs(secs);
+        }
+        if let Some(b) = file.exempt_loopback_auth {
+            cfg.limits.exempt_loopback_auth = b;
+        }
         Ok(cfg)
     }
 }
@@ -302,6 +317,9 @@ struct FileConfig {
     limit_loopback_connections: Option<bool>,
     body_read_timeout_seconds: Option<u64>,
     idle_connection_timeout_seconds: Option<u64>,
+    auth_max_failures: Option<u32>,
+    auth_failure_window_seconds: Option<u64>,
+    exempt_loopback_auth: Option<bool>,
 }
 
 impl FileConfig {
@@ -422,6 +440,40 @@ mod tests {
         let err = Config::load(&flags, &no_env).expect_err("zero window");
         assert!(
             err.to_string().contains("enroll_failure_window_seconds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_bearer_failure_limit_counts_loopback_unless_the_file_exempts_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cp.toml");
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let defaults = Config::new("d").limits;
+        assert_eq!(defaults.auth_max_failures, 20);
+        assert_eq!(defaults.auth_failure_window, Duration::from_secs(60));
+        assert!(
+            !defaults.exempt_loopback_auth,
+            "loopback is limited by default"
+        );
+        std::fs::write(
+            &file,
+            "auth_max_failures = 5\nauth_failure_window_seconds = 120\nexempt_loopback_auth = true\n",
+        )
+        .expect("write");
+
+        let limits = Config::load(&flags, &no_env).expect("valid").limits;
+
+        assert_eq!(limits.auth_max_failures, 5);
+        assert_eq!(limits.auth_failure_window, Duration::from_secs(120));
+        assert!(limits.exempt_loopback_auth);
+        std::fs::write(&file, "auth_failure_window_seconds = 0\n").expect("write");
+        let err = Config::load(&flags, &no_env).expect_err("zero window");
+        assert!(
+            err.to_string().contains("auth_failure_window_seconds"),
             "{err}"
         );
     }

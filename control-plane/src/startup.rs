@@ -90,6 +90,7 @@ impl App {
             acks,
             objects: crate::objects::Objects::new(cfg.s3.clone()),
             enroll_guard: Arc::new(EnrollGuard::new(&cfg.limits)),
+            auth_guard: Arc::new(EnrollGuard::bearer(&cfg.limits)),
         };
         Ok(Self {
             addr,
@@ -366,6 +367,9 @@ async fn bootstrap_admin(store: &Store, cfg: &Config) -> anyhow::Result<Option<S
         token_hash: sha256_hex(token.as_bytes()),
         description: "created on first start".into(),
         created_at: now,
+        name: store::tokens::BOOTSTRAP_ADMIN_ID.into(),
+        role: store::tokens::ADMIN_ROLE.into(),
+        expires_at: None,
     };
     let won = store
         .write(move |c| match store::tokens::insert(c, &row) {
@@ -391,12 +395,17 @@ pub async fn create_token_offline(
     let store = open_store(cfg)?;
     let token = crate::http::new_secret(if tenant.is_some() { "fyt_" } else { "fya_" })
         .map_err(|_| anyhow::anyhow!("random number generator failed"))?;
+    let id =
+        crate::http::new_id().map_err(|_| anyhow::anyhow!("random number generator failed"))?;
     let row = ApiTokenRow {
-        id: crate::http::new_id().map_err(|_| anyhow::anyhow!("random number generator failed"))?,
+        name: id.clone(),
+        id,
         tenant: tenant.map(str::to_owned),
         token_hash: sha256_hex(token.as_bytes()),
         description: description.to_owned(),
         created_at: store::now_ms(),
+        role: store::tokens::ADMIN_ROLE.into(),
+        expires_at: None,
     };
     let audit = store::audit::NewAudit {
         at: row.created_at,

@@ -3,7 +3,7 @@
 //! Times are RFC 3339 strings in UTC. Bodies the server reads refuse unknown fields,
 //! so a typo in a client is an error rather than a silently ignored setting.
 
-use crate::ids::{KeyMode, KeyType, NodeId, ServiceName, TenantName};
+use crate::ids::{KeyMode, KeyType, NodeId, ServiceName, TenantName, TokenName, TokenRole};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -41,6 +41,9 @@ pub mod routes {
 
     pub fn tenant_tokens(tenant: &str) -> String {
         format!("/v1/tenants/{tenant}/tokens")
+    }
+    pub fn tenant_token(tenant: &str, name: &str) -> String {
+        format!("/v1/tenants/{tenant}/tokens/{name}")
     }
     pub fn service(svc: &str) -> String {
         format!("/v1/services/{svc}")
@@ -89,6 +92,16 @@ pub struct CreateApiTokenRequest {
     /// Free text shown in the audit log (who or what holds the token).
     #[serde(default)]
     pub description: Option<String>,
+    /// Unique within the tenant; the token is listed and revoked by it. Default: the
+    /// token's id.
+    #[serde(default)]
+    pub name: Option<TokenName>,
+    /// Default `admin` (what every token could do before roles).
+    #[serde(default)]
+    pub role: Option<TokenRole>,
+    /// Seconds until the token stops working (1..=315360000); absent: it never expires.
+    #[serde(default)]
+    pub expires_in_seconds: Option<u64>,
 }
 
 /// A new API token. The secret is shown once and stored only as a hash.
@@ -98,6 +111,26 @@ pub struct ApiTokenCreated {
     pub id: String,
     pub tenant: Option<TenantName>,
     pub token: String,
+    pub name: TokenName,
+    pub role: TokenRole,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// An API token as listed: never its secret (only its hash is stored).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub name: TokenName,
+    pub tenant: Option<TenantName>,
+    pub role: TokenRole,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// True once `expires_at` has passed: the token is refused (401) until revoked.
+    pub expired: bool,
 }
 
 /// Service settings a customer chooses; every field but `name` has a default.

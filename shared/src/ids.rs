@@ -99,6 +99,11 @@ name_type!(
     TenantName, "tenant name", |s| dns_label("tenant name", s)
 );
 name_type!(
+    /// An API token's name: one DNS label, unique within its tenant (tokens are listed
+    /// and revoked by it).
+    TokenName, "token name", |s| dns_label("token name", s)
+);
+name_type!(
     /// A node id: 1-128 of letters, digits, '.', '_' and '-', starting with a letter or
     /// digit, never containing "..": safe as a URI path segment and as a file name.
     NodeId, "node id", |s| {
@@ -216,10 +221,39 @@ str_enum!(
     /// customer imports certificate and key (`imported`, by API or from S3).
     KeyMode, "key mode", { Central => "central", NodeKey => "node-key", Imported => "imported" }
 );
+str_enum!(
+    /// What a tenant's API token may do: `read` (GET routes), `deliver` (read, plus forced
+    /// refreshes, rotations, metadata writes and certificate imports) or `admin`
+    /// (everything its tenant can, tokens and webhooks included).
+    TokenRole, "token role", { Read => "read", Deliver => "deliver", Admin => "admin" }
+);
+
+impl TokenRole {
+    /// Whether a token of this role may do what `needed` may: each role includes the
+    /// ones before it.
+    pub fn includes(self, needed: TokenRole) -> bool {
+        let rank = |r: TokenRole| match r {
+            TokenRole::Read => 0,
+            TokenRole::Deliver => 1,
+            TokenRole::Admin => 2,
+        };
+        rank(self) >= rank(needed)
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_roles_include_the_lesser_ones() {
+        use TokenRole::*;
+        assert!(Admin.includes(Deliver) && Admin.includes(Read) && Deliver.includes(Read));
+        assert!(!Read.includes(Deliver) && !Deliver.includes(Admin));
+        assert_eq!("deliver".parse::<TokenRole>(), Ok(Deliver));
+        assert!("owner".parse::<TokenRole>().is_err());
+        assert!(TokenName::parse("ci-deploy").is_ok() && TokenName::parse("CI").is_err());
+    }
 
     #[test]
     fn service_names_are_dns_labels() {

@@ -21,5 +21,6 @@ pub mod sources;
 
 pub use error::Problem;
 pub use ids::{
-    KeyMode, KeyType, NameError, NodeId, ServiceName, SpiffeId, TenantName, TrustDomain,
+    KeyMode, KeyType, NameError, NodeId, ServiceName, SpiffeId, TenantName, TokenName, TokenRole,
+    TrustDomain,
 };

@@ -7,7 +7,9 @@
 //! look-around), so a client generated from the document refuses what the server would
 //! refuse. The wire bodies themselves derive `utoipa::ToSchema` where they are declared.
 
-use crate::ids::{KeyMode, KeyType, NodeId, ServiceName, TenantName, TrustDomain};
+use crate::ids::{
+    KeyMode, KeyType, NodeId, ServiceName, TenantName, TokenName, TokenRole, TrustDomain,
+};
 use std::borrow::Cow;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
@@ -70,6 +72,25 @@ schema!(
     TenantName,
     "TenantName",
     string("A tenant name: one DNS label.", DNS_LABEL_PATTERN, 63)
+);
+schema!(
+    TokenName,
+    "TokenName",
+    string(
+        "An API token's name: one DNS label, unique within its tenant.",
+        DNS_LABEL_PATTERN,
+        63
+    )
+);
+schema!(
+    TokenRole,
+    "TokenRole",
+    one_of(
+        "What a tenant's token may do: `read` (GET routes), `deliver` (read, refreshes, \
+         rotations, metadata writes, certificate imports) or `admin` (everything its \
+         tenant can, tokens and webhooks included).",
+        TokenRole::ALL.iter().map(|k| k.as_str()),
+    )
 );
 schema!(
     NodeId,

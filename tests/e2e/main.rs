@@ -32,4 +32,5 @@ mod sources;
 mod staleness;
 mod status;
 mod takeover;
+mod tokens;
 mod webhooks;

@@ -1,17 +1,19 @@
 //! Extractors: JSON bodies, path segments and query strings with problem+json
-//! rejections, the bearer-token caller, the mTLS node identity, and cursor pagination.
+//! rejections, the mTLS node identity, and cursor pagination. The bearer-token
+//! [`Caller`] lives in [`super::auth`].
 
 use super::{ApiError, AppState};
 use crate::delivery::NodeAuth;
-use crate::store::{self, audit::NewAudit};
+use crate::store;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use base64::Engine;
 use ferry_shared::SpiffeId;
-use ferry_shared::hash::sha256_hex;
 use serde::de::DeserializeOwned;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+
+pub use super::auth::Caller;
 
 /// `Json<T>` whose rejections (syntax, unknown fields, bad names, too large, wrong
 /// content type, anything but a JSON object) are problem+json with the rejection's
@@ -139,99 +141,6 @@ pub fn refuse_nul(slug: &'static str, field: &str, value: &str) -> Result<(), Ap
         ));
     }
     Ok(())
-}
-
-/// Who called the customer/admin API: an admin (no tenant) or a tenant's token.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub token_id: String,
-    pub tenant: Option<String>,
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.tenant.is_none()
-    }
-
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("this call needs an admin token"))
-        }
-    }
-
-    /// The tenant filter for reads: `None` for admins (they see everything).
-    pub fn scope(&self) -> Option<&str> {
-        self.tenant.as_deref()
-    }
-
-    pub fn actor(&self) -> String {
-        match &self.tenant {
-            None => format!("admin:{}", self.token_id),
-            Some(t) => format!("tenant:{t}:{}", self.token_id),
-        }
-    }
-
-    /// An audit row for a change this caller made.
-    pub fn audit(
-        &self,
-        tenant: Option<&str>,
-        action: &str,
-        target: &str,
-        detail: serde_json::Value,
-    ) -> NewAudit {
-        NewAudit {
-            at: store::now_ms(),
-            actor: self.actor(),
-            tenant: tenant.map(str::to_owned),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            detail: detail.to_string(),
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be: Bearer <token>"))?;
-        // Tokens are looked up by their SHA-256; the secret itself is never stored or
-        // compared, and the stored hash is compared in constant time.
-        let hash = sha256_hex(token.as_bytes());
-        let found = state
-            .store
-            .read(move |c| store::tokens::find_by_hash(c, &hash).map(|r| (r, hash)))
-            .await?;
-        match found {
-            (Some(row), hash)
-                if aws_lc_rs::constant_time::verify_slices_are_equal(
-                    row.token_hash.as_bytes(),
-                    hash.as_bytes(),
-                )
-                .is_ok() =>
-            {
-                Ok(Caller {
-                    token_id: row.id,
-                    tenant: row.tenant,
-                })
-            }
-            _ => Err(ApiError::unauthorized("unknown or revoked token")),
-        }
-    }
 }
 
 /// The verified client certificate of the connection, as the accept loop saw it.

@@ -1,6 +1,7 @@
 //! Per-address limits of this replica, kept in memory (replicas count independently):
-//! join-token guessing on `POST /v1/agent/enroll` ([`EnrollGuard`]) and concurrent
-//! connections in the accept loop ([`ConnLimiter`]).
+//! refused secrets ([`FailureGuard`]: join-token guessing on `POST /v1/agent/enroll`,
+//! and bearer tokens that fail authentication on every customer/admin route) and
+//! concurrent connections in the accept loop ([`ConnLimiter`]).
 //!
 //! Addresses are counted by [`addr_key`]: an IPv4 address, or the /64 prefix of an
 //! IPv6 address (one host usually holds a whole /64; counting single IPv6 addresses
@@ -41,6 +42,15 @@ pub struct LimitSettings {
     /// A connection with no request in flight for this long is closed (HTTP/1.1 and
     /// HTTP/2; a held long-poll is a request in flight).
     pub idle_connection_timeout: Duration,
+    /// Bearer tokens that fail authentication (unknown, revoked or expired) one address
+    /// may present per window before every request from it is refused with 429 until
+    /// the window ends, whatever token it carries; 0 turns the limit off.
+    pub auth_max_failures: u32,
+    /// The window of `auth_max_failures`, starting at an address's first failure.
+    pub auth_failure_window: Duration,
+    /// Do not count loopback clients' failed tokens (off by default: only an operator
+    /// whose reverse proxy connects from 127.0.0.1 turns it on).
+    pub exempt_loopback_auth: bool,
 }
 
 impl Default for LimitSettings {
@@ -52,6 +62,9 @@ impl Default for LimitSettings {
             limit_loopback_connections: false,
             body_read_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(120),
+            auth_max_failures: 20,
+            auth_failure_window: Duration::from_secs(60),
+            exempt_loopback_auth: false,
         }
     }
 }
@@ -81,14 +94,21 @@ struct Failures {
     audited: bool,
 }
 
-/// Counts enrollments with unknown join tokens per address.
+/// Counts refused secrets per address: after `max_failures` in a window the address is
+/// refused until the window ends, before anything looks at the database.
 #[derive(Debug)]
-pub struct EnrollGuard {
+pub struct FailureGuard {
     max_failures: u32,
     window: Duration,
+    exempt_loopback: bool,
+    /// What was refused, for the 429's detail ("enrollments with unknown join tokens").
+    what: &'static str,
     capacity: usize,
     entries: Mutex<HashMap<IpAddr, Failures>>,
 }
+
+/// The guard of `POST /v1/agent/enroll` (its name from before bearer tokens had one).
+pub type EnrollGuard = FailureGuard;
 
 /// An address that used up its failures: refused until `retry_after` has passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,20 +117,40 @@ pub struct Refusal {
     pub failures: u32,
     /// True for the first refusal of the window (the one worth an audit entry).
     pub first: bool,
+    what: &'static str,
 }
 
-impl EnrollGuard {
+impl FailureGuard {
+    /// The enrollment guard (unknown join tokens).
     pub fn new(settings: &LimitSettings) -> Self {
         Self::with_capacity(settings, MAX_TRACKED_ADDRESSES)
+    }
+
+    /// The bearer-token guard (tokens that failed authentication).
+    pub fn bearer(settings: &LimitSettings) -> Self {
+        Self {
+            max_failures: settings.auth_max_failures,
+            window: settings.auth_failure_window,
+            exempt_loopback: settings.exempt_loopback_auth,
+            what: "requests with unknown or expired API tokens",
+            capacity: MAX_TRACKED_ADDRESSES,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     fn with_capacity(settings: &LimitSettings, capacity: usize) -> Self {
         Self {
             max_failures: settings.enroll_max_failures,
             window: settings.enroll_failure_window,
+            exempt_loopback: false,
+            what: "enrollments with unknown join tokens",
             capacity: capacity.max(1),
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn counts(&self, ip: IpAddr) -> bool {
+        self.max_failures > 0 && !(self.exempt_loopback && ip.to_canonical().is_loopback())
     }
 
     pub fn window(&self) -> Duration {
@@ -119,7 +159,7 @@ impl EnrollGuard {
 
     /// `Err` while `ip` has no failures left in its current window.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        if self.max_failures == 0 {
+        if !self.counts(ip) {
             return Ok(());
         }
         let key = addr_key(ip);
@@ -141,12 +181,13 @@ impl EnrollGuard {
             retry_after: self.window - elapsed,
             failures: e.count,
             first,
+            what: self.what,
         })
     }
 
-    /// Counts one enrollment from `ip` with an unknown join token.
+    /// Counts one refused secret (an unknown join token, a bad bearer token) from `ip`.
     pub fn record_failure(&self, ip: IpAddr, now: Instant) {
-        if self.max_failures == 0 {
+        if !self.counts(ip) {
             return;
         }
         let key = addr_key(ip);
@@ -191,7 +232,8 @@ impl IntoResponse for Refusal {
             StatusCode::TOO_MANY_REQUESTS,
             "too-many-requests",
             Some(format!(
-                "too many enrollments with unknown join tokens from this address; retry in {secs} s"
+                "too many {} from this address; retry in {secs} s",
+                self.what
             )),
         );
         resp.headers_mut()
@@ -276,6 +318,31 @@ mod tests {
             limit_loopback_connections: false,
             ..LimitSettings::default()
         }
+    }
+
+    #[test]
+    fn bearer_failures_count_loopback_unless_exempt() {
+        let (lo, lo6) = (ip("127.0.0.1"), ip("::ffff:127.0.0.1"));
+        let t0 = Instant::now();
+        let mut s = LimitSettings {
+            auth_max_failures: 2,
+            ..LimitSettings::default()
+        };
+        let counted = FailureGuard::bearer(&s);
+        s.exempt_loopback_auth = true;
+        let exempt = FailureGuard::bearer(&s);
+
+        for _ in 0..3 {
+            counted.record_failure(lo, t0);
+            exempt.record_failure(lo6, t0);
+        }
+
+        assert!(
+            counted.check(lo, t0).is_err(),
+            "loopback is counted by default"
+        );
+        assert_eq!(exempt.check(lo6, t0), Ok(()), "the operator exempted it");
+        assert_eq!(exempt.check(lo, t0), Ok(()));
     }
 
     #[test]

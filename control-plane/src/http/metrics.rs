@@ -239,6 +239,11 @@ pub async fn metrics(
             &stats.enroll_refused,
         ),
         (
+            "ferry_auth_refused_total",
+            "API requests refused with 429 by this replica (too many failed bearer tokens from one address).",
+            &stats.auth_refused,
+        ),
+        (
             "ferry_connections_refused_total",
             "Connections closed at accept by this replica (too many open from one address).",
             &stats.connections_refused,

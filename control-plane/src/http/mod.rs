@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod auth;
 pub mod bundle_view;
 pub mod dashboard;
 pub mod deliveries;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod nodes;
 pub mod openapi;
+pub mod roles;
 pub mod router;
 pub mod services;
 pub mod sources;
@@ -28,6 +30,7 @@ pub mod system;
 pub mod tenants;
 pub mod timeouts;
 pub mod tls;
+pub mod tokens;
 pub mod webhook;
 
 use crate::ca::Ca;
@@ -66,6 +69,8 @@ pub struct AppState {
     pub objects: crate::objects::Objects,
     /// Refuses enrollments from addresses that keep guessing join tokens.
     pub enroll_guard: Arc<limits::EnrollGuard>,
+    /// Refuses API requests from addresses that keep presenting bad bearer tokens.
+    pub auth_guard: Arc<limits::FailureGuard>,
 }
 
 /// Counters of this replica since it started (exported by `/metrics`).
@@ -79,6 +84,8 @@ pub struct Stats {
     pub acks: std::sync::atomic::AtomicU64,
     /// Enrollments refused with 429 (too many unknown join tokens from one address).
     pub enroll_refused: std::sync::atomic::AtomicU64,
+    /// API requests refused with 429 (too many failed bearer tokens from one address).
+    pub auth_refused: std::sync::atomic::AtomicU64,
     /// Connections closed at accept (too many open from one address).
     pub connections_refused: std::sync::atomic::AtomicU64,
     /// Duration of the last pass of each job, milliseconds.

@@ -12,7 +12,7 @@
 
 use super::alerts::{Alert, ServiceStatus};
 use super::{ApiError, agent, alerts, bundle_view, deliveries, delivery, imports, metadata};
-use super::{metrics, nodes, services, sources, system, tenants, webhook};
+use super::{metrics, nodes, services, sources, system, tenants, tokens, webhook};
 use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -20,6 +20,7 @@ use ferry_shared::metadata::MetadataEntry;
 use ferry_shared::sources::Source;
 use ferry_shared::{NodeId, Problem, ServiceName, TenantName};
 use flatten::ClosedAllOf;
+use roles::TokenRoles;
 use std::sync::LazyLock;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -38,7 +39,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         document,
         system::healthz, system::readyz, system::trust_bundle, system::control_plane_ca, system::audit,
         alerts::list, alerts::status, metrics::metrics,
-        tenants::create, tenants::list, tenants::create_token,
+        tenants::create, tenants::list, tokens::create, tokens::list, tokens::revoke,
         services::create, services::list, services::get, services::update, services::delete,
         services::create_join_token,
         nodes::list, nodes::get, nodes::delete,
@@ -62,7 +63,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
             BodyTooLarge, UnsupportedMediaType, TooManyRequests, InternalError, NotReady,
         ),
     ),
-    modifiers(&SecuritySchemes, &CommonResponses, &ClosedAllOf),
+    modifiers(&SecuritySchemes, &CommonResponses, &ClosedAllOf, &TokenRoles),
     tags(
         (name = "system", description = "Probes, the trust bundle, this document, audit, metrics."),
         (name = "tenants", description = "Tenants and their API tokens (admin tokens only)."),
@@ -117,8 +118,10 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An API token: an admin token (printed at the first start) or a \
-                         tenant's token (`POST /v1/tenants/{tenant}/tokens`).",
+                        "An API token: the deployment's admin token (printed at the first \
+                         start) or a tenant's token (`POST /v1/tenants/{tenant}/tokens`) with \
+                         a role: `read`, `deliver` or `admin`. Each operation lists the role \
+                         it needs as the scope of this requirement.",
                     ))
                     .build(),
             ),
@@ -195,10 +198,11 @@ problem_responses! {
     /// a query string that does not parse or names an unknown parameter, a bad cursor or
     /// limit, malformed JSON, a CSR that does not parse.
     BadRequest;
-    /// No credentials, or unknown ones: a missing or revoked bearer token, no client
-    /// certificate on an agent route, an invalid join token.
+    /// No credentials, or unknown ones: a missing, revoked or expired bearer token, no
+    /// client certificate on an agent route, an invalid join token.
     Unauthorized;
-    /// Authenticated but not allowed: a tenant token on an admin route, a revoked or
+    /// Authenticated but not allowed: a tenant token on a route of the deployment's
+    /// admin token, a token whose role does not include the route's, a revoked or
     /// superseded node, an expired or used-up join token.
     Forbidden;
     /// No such resource, or one the caller's tenant cannot see (never a 403: existence
@@ -214,8 +218,9 @@ problem_responses! {
     BodyTooLarge;
     /// The request body is not `application/json`.
     UnsupportedMediaType;
-    /// Too many refused attempts from the client's address (join-token guessing); the
-    /// `retry-after` header says when to try again.
+    /// Too many refused attempts from the client's address (join-token guessing, or
+    /// unknown or expired bearer tokens); the `retry-after` header says when to try
+    /// again.
     TooManyRequests;
     /// Something the client cannot fix; logged on the server, no detail given.
     InternalError;
@@ -358,6 +363,7 @@ pub struct CsrAccepted {
 }
 
 mod flatten;
+mod roles;
 
 #[cfg(test)]
 mod coverage;

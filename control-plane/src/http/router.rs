@@ -3,7 +3,7 @@
 use super::error::problem_response;
 use super::{
     AppState, agent, alerts, bundle_view, deliveries, delivery, imports, metadata, metrics, nodes,
-    services, system, tenants, webhook,
+    services, system, tenants, tokens, webhook,
 };
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,7 +23,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(super::openapi::document))
         .route(routes::TENANTS, post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route(
+            "/v1/tenants/{tenant}/tokens",
+            post(tokens::create).get(tokens::list),
+        )
+        .route(
+            "/v1/tenants/{tenant}/tokens/{name}",
+            axum::routing::delete(tokens::revoke),
+        )
         .route(routes::SERVICES, post(services::create).get(services::list))
         .route(
             "/v1/services/{svc}",

@@ -1,18 +1,15 @@
-//! Tenants and their API tokens (admin only).
+//! Tenants (the deployment's admin token only); their API tokens are `tokens`.
 
 use super::error::conflict_if_taken;
-use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, PageQuery, page, refuse_nul};
+use super::extract::{ApiJson, ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
-use super::{ApiError, AppState, new_id, new_secret};
-use crate::store::{self, audit, tenants::TenantRow, tokens::ApiTokenRow};
+use super::{ApiError, AppState};
+use crate::store::{self, audit, tenants::TenantRow};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use ferry_shared::TenantName;
-use ferry_shared::api::{
-    ApiTokenCreated, CreateApiTokenRequest, CreateTenantRequest, Page, Tenant,
-};
-use ferry_shared::hash::sha256_hex;
+use ferry_shared::api::{CreateTenantRequest, Page, Tenant};
 
 fn to_api(row: TenantRow) -> Result<Tenant, ApiError> {
     Ok(Tenant {
@@ -99,68 +96,4 @@ pub async fn list(
         items: p.items.into_iter().collect::<Result<_, _>>()?,
         next_cursor: p.next_cursor,
     }))
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/tenants/{tenant}/tokens",
-    tag = "tenants",
-    operation_id = "createTenantToken",
-    summary = "Create an API token for a tenant (admin); the secret is shown once.",
-    params(doc::TenantPath),
-    request_body = CreateApiTokenRequest,
-    responses(
-        (status = 201, description = "Created; `token` is shown only now.", body = ApiTokenCreated),
-        (status = 400, response = doc::BadRequest),
-        (status = 401, response = doc::Unauthorized),
-        (status = 403, response = doc::Forbidden),
-        (status = 404, response = doc::NotFound),
-        (status = 422, response = doc::Unprocessable),
-    ),
-    security(("bearer" = [])),
-)]
-pub async fn create_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(tenant): ApiPath<String>,
-    ApiJson(req): ApiJson<CreateApiTokenRequest>,
-) -> Result<(StatusCode, Json<ApiTokenCreated>), ApiError> {
-    caller.require_admin()?;
-    let tenant = TenantName::parse(&tenant)?;
-    let description = req.description.unwrap_or_default();
-    refuse_nul("invalid-description", "description", &description)?;
-    let token = new_secret("fyt_")?;
-    let row = ApiTokenRow {
-        id: new_id()?,
-        tenant: Some(tenant.to_string()),
-        token_hash: sha256_hex(token.as_bytes()),
-        description,
-        created_at: store::now_ms(),
-    };
-    let entry = caller.audit(
-        Some(tenant.as_str()),
-        "token.create",
-        &format!("token:{}", row.id),
-        serde_json::json!({ "description": row.description }),
-    );
-    let id = row.id.clone();
-    let t = tenant.to_string();
-    state
-        .store
-        .write(move |c| {
-            if store::tenants::get(c, &t)?.is_none() {
-                return Err(ApiError::not_found(format!("tenant {t}")));
-            }
-            store::tokens::insert(c, &row)?;
-            audit::record(c, &entry).map_err(ApiError::from)
-        })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ApiTokenCreated {
-            id,
-            tenant: Some(tenant),
-            token,
-        }),
-    ))
 }

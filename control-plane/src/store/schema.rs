@@ -15,6 +15,9 @@ diesel::table! {
         token_hash -> Text,
         description -> Text,
         created_at -> BigInt,
+        name -> Text,
+        role -> Text,
+        expires_at -> Nullable<BigInt>,
     }
 }
 

@@ -7,6 +7,7 @@ mod data;
 mod delivery;
 mod ops;
 mod service;
+mod token;
 
 pub use data::{
     CertificateCmd, CertificateSourceCmd, DataCommand, InventoryCmd, MetadataCmd, MetadataScope,
@@ -15,6 +16,7 @@ pub use data::{
 pub use delivery::{DeliveryCmd, DeliveryCommand, RefreshArgs, RotateArgs, RotationCmd, parse_id};
 pub use ops::{AlertCmd, AlertListArgs, MAX_ALERTS, OpsCommand, StatusArgs, WebhookCmd};
 pub use service::{ServiceCmd, SettingsArgs};
+pub use token::TokenCmd;
 
 use clap::{Args, Parser, Subcommand};
 use ferry_shared::{NodeId, ServiceName, TenantName};
@@ -107,7 +109,7 @@ pub enum Command {
     /// Create and list tenants (admin).
     #[command(subcommand)]
     Tenant(TenantCmd),
-    /// Create API tokens for a tenant (admin).
+    /// Create, list and revoke a tenant's API tokens (role read, deliver or admin).
     #[command(subcommand)]
     Token(TokenCmd),
     /// Show the audit log, newest first (admin).
@@ -191,18 +193,6 @@ pub enum TenantCmd {
     Create { name: TenantName },
     /// List tenants.
     List(PageArgs),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCmd {
-    /// Create an API token scoped to a tenant; the secret is shown once.
-    Create {
-        #[arg(long, value_name = "T")]
-        tenant: TenantName,
-        /// Who or what holds the token (shown in the audit log).
-        #[arg(long, value_name = "D")]
-        description: Option<String>,
-    },
 }
 
 #[cfg(test)]

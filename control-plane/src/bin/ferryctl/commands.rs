@@ -3,14 +3,14 @@
 
 use crate::args::{
     Cli, Command, DeliveryCmd, DeliveryCommand, JoinTokenCmd, NodeCmd, OpsCommand, RotationCmd,
-    ServiceCmd, SettingsArgs, TenantCmd, TokenCmd,
+    ServiceCmd, SettingsArgs, TenantCmd,
 };
 use crate::client::{Api, Listing};
 use crate::error::CliError;
-use crate::{data, delivery, ops, views};
+use crate::{data, delivery, ops, tokens, views};
 use ferry_shared::api::{
-    ApiTokenCreated, AuditEntry, CreateApiTokenRequest, CreateJoinTokenRequest,
-    CreateServiceRequest, CreateTenantRequest, JoinTokenCreated, Node, Service, Tenant, routes,
+    AuditEntry, CreateJoinTokenRequest, CreateServiceRequest, CreateTenantRequest,
+    JoinTokenCreated, Node, Service, Tenant, routes,
 };
 use serde_json::Value;
 
@@ -96,22 +96,7 @@ pub async fn run(cli: &Cli, token: Option<&str>) -> Result<Output, CliError> {
                     .map(|t| views::tenants(&t))
             })
         }
-        Command::Token(TokenCmd::Create {
-            tenant,
-            description,
-        }) => {
-            let req = CreateApiTokenRequest {
-                description: description.clone(),
-            };
-            let path = routes::tenant_tokens(tenant.as_str());
-            let body = api
-                .post(&path, serde_json::to_value(&req).map_err(unencodable)?)
-                .await?;
-            shown(json, body, |b| {
-                let created: ApiTokenCreated = serde_json::from_value(b).map_err(bad_body)?;
-                Ok(views::api_token(&created))
-            })
-        }
+        Command::Token(cmd) => tokens::run(&api, cmd, json).await,
         Command::Audit(page) => {
             let listing = api.list(routes::AUDIT, page).await?;
             list(json, listing, |v| {
@@ -264,7 +249,7 @@ pub fn done(json: bool, line: String) -> Output {
     Output::text(if json { String::new() } else { line })
 }
 
-fn list(
+pub fn list(
     json: bool,
     listing: Listing,
     table: impl FnOnce(Value) -> Result<String, CliError>,

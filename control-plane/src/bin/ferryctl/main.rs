@@ -18,6 +18,7 @@ mod ops;
 mod output;
 mod progress;
 mod sources;
+mod tokens;
 mod trust;
 mod views;
 mod watch;

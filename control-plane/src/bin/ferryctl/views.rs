@@ -4,8 +4,8 @@
 use crate::output::{Table, duration, fields, opt_time, time, truncate};
 use ferry_shared::ServiceName;
 use ferry_shared::api::{
-    ApiTokenCreated, AuditEntry, Delivery, DeliveryState, JoinTokenCreated, Node, Rotation,
-    Service, Tenant,
+    ApiToken, ApiTokenCreated, AuditEntry, Delivery, DeliveryState, JoinTokenCreated, Node,
+    Rotation, Service, Tenant,
 };
 
 pub fn services(items: &[Service]) -> String {
@@ -160,6 +160,25 @@ pub fn tenants(items: &[Tenant]) -> String {
     t.render()
 }
 
+pub fn api_tokens(items: &[ApiToken]) -> String {
+    let mut t = Table::new(&["name", "role", "created", "expires", "description"]);
+    for tok in items {
+        let expires = match tok.expires_at {
+            None => "never".to_owned(),
+            Some(at) if tok.expired => format!("{} (expired)", time(at)),
+            Some(at) => time(at),
+        };
+        t.row(vec![
+            tok.name.to_string(),
+            tok.role.to_string(),
+            time(tok.created_at),
+            expires,
+            truncate(&tok.description, 40),
+        ]);
+    }
+    t.render()
+}
+
 pub fn audit(items: &[AuditEntry]) -> String {
     let mut t = Table::new(&["id", "at", "actor", "tenant", "action", "target", "detail"]);
     for e in items {
@@ -208,6 +227,15 @@ pub fn api_token(created: &ApiTokenCreated) -> String {
                 .as_ref()
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
+        ),
+        ("name", created.name.to_string()),
+        ("role", created.role.to_string()),
+        (
+            "expires",
+            created
+                .expires_at
+                .map(time)
+                .unwrap_or_else(|| "never".into()),
         ),
         ("token", created.token.clone()),
     ]);

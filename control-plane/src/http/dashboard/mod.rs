@@ -8,11 +8,12 @@
 pub mod page;
 pub mod session;
 
+use super::limits::ClientAddr;
 use super::{ApiError, AppState};
 use crate::store::{self, StoreError};
 use axum::Form;
-use axum::extract::State;
 use axum::extract::rejection::FormRejection;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use ferry_shared::hash::sha256_hex;
@@ -150,11 +151,26 @@ pub struct LoginForm {
 /// `POST /dashboard/login`: admin tokens only; sets the session cookie.
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     uri: Uri,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     session::check_origin(&headers, uri.authority().map(|a| a.as_str()))?;
+    // The form tests the same secrets as bearer tokens, so it shares their limit.
+    let ip = client.map(|Extension(ClientAddr(a))| a.ip());
+    if let Some(refusal) = super::auth::limited(&state, ip).await {
+        let mut resp = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            page::login(Some(
+                "Too many unknown tokens from this address; try again later.",
+            )),
+        );
+        if let Some(v) = refusal.into_response().headers().get(header::RETRY_AFTER) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+        }
+        return Ok(resp);
+    }
     let Form(form) = form.map_err(|r| PageError::BadRequest(r.body_text()))?;
     let token = form.token.trim().to_owned();
     let refused = || {
@@ -175,6 +191,7 @@ pub async fn login(
         .store
         .read(move |c| store::tokens::find_by_hash(c, &lookup))
         .await?;
+    let unknown = row.is_none();
     let admin = row.filter(|r| {
         r.tenant.is_none()
             && aws_lc_rs::constant_time::verify_slices_are_equal(
@@ -184,6 +201,9 @@ pub async fn login(
             .is_ok()
     });
     let Some(admin) = admin else {
+        if unknown {
+            super::auth::count_failure(&state, ip);
+        }
         return Ok(refused());
     };
     tracing::info!(token_id = %admin.id, "dashboard sign-in");

@@ -316,5 +316,25 @@ fn openapi_operations_have_unique_ids_and_known_security() {
             _ => vec![],
         };
         assert_eq!(security, expected, "security of {method} {path}");
+        if expected == [BEARER] {
+            let m = Method::from_bytes(method.as_bytes()).expect("a method");
+            let listed = crate::http::roles::ROUTES
+                .iter()
+                .find(|(rm, rp, _)| *rm == m && *rp == path);
+            let Some((_, _, needs)) = listed else {
+                panic!("{method} {path} is not in roles::ROUTES");
+            };
+            assert_eq!(
+                op["security"][0][BEARER],
+                serde_json::json!([needs.scope()]),
+                "the role {method} {path} needs, in its scope"
+            );
+        }
+    }
+    for (m, p, _) in crate::http::roles::ROUTES {
+        assert!(
+            documented().contains(&(m.to_string(), (*p).to_owned())),
+            "roles::ROUTES lists {m} {p}, which is not documented"
+        );
     }
 }
