@@ -346,3 +346,51 @@ async fn a_held_poll_of_a_superseded_identity_is_closed_and_never_served() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn one_identity_holds_at_most_two_polls_and_the_newest_win() {
+    // Arrange: n1 up to date, so every poll of it is held.
+    let cp = spawn_control_plane(Backend::Sqlite, |_| {}).await;
+    cp.create_service("web", json!({})).await;
+    let (token, _) = cp.join_token("web", 1, 600).await;
+    let key = p256();
+    let enrolled = enroll(&cp, "web", "n1", &token, &key).await;
+    let client = mtls_client(
+        &cp,
+        enrolled.body["certificate"].as_str().expect("cert"),
+        &key,
+    );
+    let v1 = first_bundle(&client, &cp).await["version"]
+        .as_i64()
+        .expect("version");
+
+    // Act: the same identity opens 20 held polls, one after another.
+    let mut polls = Vec::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), cp.url.clone());
+        polls.push(tokio::spawn(async move {
+            let r = client
+                .get(format!("{url}/v1/agent/bundle?since={v1}&wait=30"))
+                .send()
+                .await
+                .expect("poll");
+            (Instant::now(), r.status().as_u16())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Assert: the 18 oldest were ended with 409 at once; the newest 2 are still held.
+    let started = Instant::now();
+    let (ended, held) = polls.split_at(18);
+    for p in ended {
+        assert!(p.is_finished(), "an older poll is still held");
+    }
+    for p in held {
+        assert!(!p.is_finished(), "one of the two newest polls was ended");
+    }
+    for p in polls.into_iter().take(18) {
+        assert_eq!(p.await.expect("poll task").1, 409);
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

@@ -2,7 +2,8 @@
 //! metadata ([`current`]), holding agents' long-polls
 //! until their version changes ([`waiters`]), and waking polls across replicas
 //! ([`notify`]), the agent API's in-memory view of each node ([`nodecache`]),
-//! liveness from held connections ([`presence`]), group-committed acks ([`acks`]) and
+//! liveness from held connections ([`presence`]), a cap on polls held per node
+//! ([`polls`]), group-committed acks ([`acks`]) and
 //! certificates signed in batches before their transaction ([`batch`]), and the
 //! service-level part of bundles kept in memory ([`servicecache`]).
 //! The HTTP handlers in `http::delivery` and the jobs in `jobs` use these;
@@ -14,6 +15,7 @@ pub mod current;
 pub mod issue;
 pub mod nodecache;
 pub mod notify;
+pub mod polls;
 pub mod presence;
 pub mod servicecache;
 pub mod waiters;

@@ -20,6 +20,8 @@ pub struct Waiters {
     pub cache: NodeCache,
     /// The service-level part of bundles, dropped by every service-wide wake.
     pub services_cache: ServiceCache,
+    /// How many polls each node holds here (capped).
+    pub polls: super::polls::PollLimit,
 }
 
 impl Default for Waiters {
@@ -45,6 +47,7 @@ impl Waiters {
             services: Mutex::default(),
             cache: NodeCache::new(needs_listener),
             services_cache: ServiceCache::default(),
+            polls: Default::default(),
         }
     }
 

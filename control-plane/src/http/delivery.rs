@@ -65,6 +65,7 @@ pub fn serve(state: &AppState) -> Serve<'_> {
         (status = 304, description = "Nothing newer within `wait`.", headers(("ferry-server-time-ms" = u64, description = "The server's clock, unix milliseconds."), ("ferry-retry-after-ms" = u64, description = "How long to wait before the next poll, milliseconds."))),
         (status = 401, response = doc::Unauthorized),
         (status = 403, response = doc::Forbidden),
+        (status = 409, response = doc::Conflict),
     ),
     security(("mutual_tls" = [])),
 )]
@@ -80,6 +81,8 @@ pub async fn bundle(
     // the next presence flush, not here).
     let _held = state.presence.hold(&svc, &node);
     let handle = state.waiters.register(&svc, &node);
+    // At most two polls per identity here: a further one ends the oldest.
+    let slot = state.waiters.polls.hold(&svc, &node);
     loop {
         // Register for wake-ups before reading, so a change committed in between wakes
         // us. The read is the node cache, which that change's wake also cleared: an
@@ -123,6 +126,12 @@ pub async fn bundle(
         }
         tokio::select! {
             _ = &mut notified => continue,
+            _ = slot.evicted.notified() => {
+                tracing::info!(spiffe_id = %who.id, "ended a held poll: newer polls of this node took its place");
+                return Err(ApiError::conflict(
+                    "newer polls of this node identity took this one's place (at most 2 are held per node)",
+                ));
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 let mut resp = StatusCode::NOT_MODIFIED.into_response();
                 timing_headers(&mut resp, jitter_ms(1000));
