@@ -57,6 +57,9 @@ pub struct Config {
     pub server_names: Vec<String>,
     /// Lifetime of agents' identity certificates.
     pub identity_ttl: Duration,
+    /// The longest a long-poll is held (agents asking longer are answered sooner);
+    /// services' `stale_after_seconds` must be at least twice it.
+    pub max_poll_wait: Duration,
     /// Master key text (hex or base64 of 32 bytes); `None` uses `master_key_file`.
     pub master_key: Option<Secret>,
     /// Key file used (and created 0600 on first start) when no master key is given.
@@ -103,6 +106,7 @@ impl Config {
                 .unwrap_or_else(|_| unreachable!("valid literal")),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             identity_ttl: Duration::from_secs(24 * 3600),
+            max_poll_wait: Duration::from_secs(ferry_shared::api::MAX_POLL_WAIT_SECONDS),
             master_key: None,
             db_pool_size: 16,
             log_json: false,
@@ -180,6 +184,16 @@ impl Config {
                 });
             }
             cfg.identity_ttl = Duration::from_secs(secs);
+        }
+        if let Some(secs) = file.max_poll_wait_seconds {
+            let max = ferry_shared::api::MAX_POLL_WAIT_SECONDS;
+            if !(1..=max).contains(&secs) {
+                return Err(ConfigError::Invalid {
+                    key: "max_poll_wait_seconds",
+                    message: format!("must be 1..={max}"),
+                });
+            }
+            cfg.max_poll_wait = Duration::from_secs(secs);
         }
         cfg.master_key = env("FERRY_MASTER_KEY").map(Secret);
         cfg.s3 = S3Settings {
@@ -306,6 +320,7 @@ struct FileConfig {
     trust_domain: Option<String>,
     server_names: Option<Vec<String>>,
     identity_ttl_seconds: Option<u64>,
+    max_poll_wait_seconds: Option<u64>,
     master_key_file: Option<PathBuf>,
     db_pool_size: Option<u32>,
     log_json: Option<bool>,

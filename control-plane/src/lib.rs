@@ -14,5 +14,6 @@ pub mod enrollment;
 pub mod http;
 pub mod jobs;
 pub mod objects;
+pub mod service_rules;
 pub mod startup;
 pub mod store;

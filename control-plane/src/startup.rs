@@ -57,6 +57,11 @@ impl App {
         let control_plane_ca =
             Arc::new(bootstrap_ca(&store, &cfg, &master, Purpose::ControlPlane).await?);
         let new_admin_token = bootstrap_admin(&store, &cfg).await?;
+        for (service, v) in
+            crate::service_rules::report(&store, cfg.max_poll_wait.as_secs() as i64).await?
+        {
+            tracing::warn!(service = %service, rule = v.rule, "service settings contradict each other: {}; fix with `ferryctl service update {service}`", v.detail);
+        }
         let (chain, key) = control_plane_ca.issue_server_cert(
             &cfg.server_names,
             OffsetDateTime::now_utc(),
@@ -77,6 +82,7 @@ impl App {
             server_names: Arc::new(cfg.server_names.clone()),
             trust_domain: cfg.trust_domain.clone(),
             identity_ttl: cfg.identity_ttl,
+            max_poll_wait: cfg.max_poll_wait,
             master,
             waiters,
             enrollments,

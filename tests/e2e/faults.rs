@@ -93,6 +93,7 @@ async fn replicas_database_and_agents_failing_at_random_break_no_promise() {
     let first = spawn_control_plane_on(&cluster, |cfg| {
         cfg.presence_linger = Duration::from_secs(2);
         cfg.jobs.staleness_tick = Duration::from_secs(1);
+        cfg.max_poll_wait = Duration::from_secs(5);
     })
     .await;
     let mut replicas = vec![first.replica().await, first.replica().await];

@@ -28,6 +28,7 @@ mod presence;
 mod retention;
 mod rotation;
 mod schemathesis;
+mod settings;
 mod sources;
 mod staleness;
 mod status;

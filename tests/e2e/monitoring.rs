@@ -165,6 +165,7 @@ async fn monitoring_files_use_only_exported_metrics_and_labels() {
     // a delivered refresh, and one node gone silent so an alert fires.
     let cp = spawn_control_plane(Backend::Postgres, |cfg| {
         cfg.presence_linger = Duration::from_secs(1);
+        cfg.max_poll_wait = Duration::from_secs(5);
         cfg.jobs.staleness_tick = Duration::from_millis(300);
     })
     .await;

@@ -30,7 +30,7 @@ const HOSTS: usize = 3;
 /// Host 0 stays connected; these are cut off.
 const CONNECTED: usize = 0;
 const CUT: [usize; 2] = [1, 2];
-/// The service's `stale_after_seconds` (the smallest the API takes).
+/// The service's `stale_after_seconds` (the smallest the API takes with 5 s polls).
 const STALE_AFTER: u64 = 10;
 /// The agents' `--poll-wait-seconds`: how long the control plane holds a poll.
 const POLL_WAIT: u64 = 2;
@@ -279,6 +279,8 @@ async fn control_plane(lab: &NetLab) -> ControlPlane {
         cfg.listen = std::net::SocketAddr::from((ip, 0));
         cfg.server_names = vec![ip.to_string()];
         cfg.presence_linger = Duration::from_secs(1);
+        // Staleness must be at least two poll waits.
+        cfg.max_poll_wait = Duration::from_secs(5);
         cfg.jobs.staleness_tick = Duration::from_millis(300);
     })
     .await;

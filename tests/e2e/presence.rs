@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 fn quick(cfg: &mut ferry_control_plane::config::Config) {
     cfg.presence_linger = Duration::from_secs(1);
+    cfg.max_poll_wait = Duration::from_secs(5);
     cfg.jobs.staleness_tick = Duration::from_millis(300);
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 fn fast(cfg: &mut ferry_control_plane::config::Config) {
     cfg.presence_linger = Duration::from_secs(1);
+    cfg.max_poll_wait = Duration::from_secs(5);
     cfg.jobs.staleness_tick = Duration::from_millis(300);
 }
 

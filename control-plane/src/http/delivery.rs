@@ -74,7 +74,8 @@ pub async fn bundle(
     who: AgentIdentity,
     ApiQuery(q): ApiQuery<BundleQuery>,
 ) -> Result<Response, ApiError> {
-    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_POLL_WAIT_SECONDS));
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_POLL_WAIT_SECONDS))
+        .min(state.max_poll_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let (svc, node) = (who.id.service.to_string(), who.id.node.to_string());
     // Liveness: the node counts as connected while this poll is parked (written in

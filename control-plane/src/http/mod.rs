@@ -55,6 +55,8 @@ pub struct AppState {
     pub server_names: Arc<Vec<String>>,
     pub trust_domain: TrustDomain,
     pub identity_ttl: Duration,
+    /// The longest a long-poll is held here.
+    pub max_poll_wait: Duration,
     pub master: Arc<MasterKey>,
     pub waiters: Arc<Waiters>,
     pub jobs: Arc<JobWakers>,

@@ -8,6 +8,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, PageQuery, page};
 use super::openapi as doc;
 use super::{ApiError, AppState, new_id, new_secret};
 use crate::ca::names;
+use crate::service_rules;
 use crate::store::{self, audit, join_tokens::JoinTokenRow, services::ServiceRow};
 use axum::Json;
 use axum::extract::State;
@@ -18,7 +19,6 @@ use ferry_shared::api::{
 use ferry_shared::hash::sha256_hex;
 use ferry_shared::{KeyMode, KeyType, ServiceName, TenantName};
 
-const MAX_TTL: u64 = 90 * 86400;
 const MAX_JOIN_TOKEN_TTL: u64 = 30 * 86400;
 
 pub fn to_api(r: ServiceRow) -> Result<Service, ApiError> {
@@ -55,12 +55,7 @@ fn apply_settings(
     let invalid = |d: String| ApiError::unprocessable("invalid-settings", d);
     apply_name_policy(caller, row, s)?;
     if let Some(ttl) = s.cert_ttl_seconds {
-        if !(60..=MAX_TTL).contains(&ttl) {
-            return Err(invalid(format!(
-                "cert_ttl_seconds must be 60..={MAX_TTL}, got {ttl}"
-            )));
-        }
-        row.cert_ttl_seconds = ttl as i64;
+        row.cert_ttl_seconds = ttl.min(i64::MAX as u64) as i64;
     }
     let ttl = row.cert_ttl_seconds;
     let derived = |v: Option<u64>, default: i64| v.map(|x| x as i64).unwrap_or(default);
@@ -96,24 +91,11 @@ fn apply_settings(
         }
         row.san_template = t.clone();
     }
+    let wait = state.max_poll_wait.as_secs() as i64;
+    service_rules::check(row, wait).map_err(|v| {
+        ApiError::unprocessable("invalid-settings", format!("{} ({})", v.detail, v.rule))
+    })?;
     check_names(state, row)?;
-    if !(10..ttl).contains(&row.renew_before_seconds) {
-        return Err(invalid(format!(
-            "renew_before_seconds must be 10..{ttl} (below cert_ttl_seconds)"
-        )));
-    }
-    if !(0..=row.renew_before_seconds).contains(&row.alert_before_seconds) {
-        return Err(invalid(
-            "alert_before_seconds must not exceed renew_before_seconds".into(),
-        ));
-    }
-    if !(10..=MAX_TTL as i64).contains(&row.stale_after_seconds)
-        || !(0..=MAX_TTL as i64).contains(&row.grace_seconds)
-    {
-        return Err(invalid(
-            "stale_after_seconds must be 10..=90 days and grace_seconds at most 90 days".into(),
-        ));
-    }
     Ok(())
 }
 
