@@ -95,7 +95,7 @@ pub async fn report(
     loop {
         let from = after.clone();
         let page = store
-            .read(move |c| Ok(store::services::list(c, None, from.as_deref(), 500)?))
+            .read(move |c| store::services::list(c, None, from.as_deref(), 500))
             .await?;
         let Some(last) = page.last() else {
             return Ok(found);
