@@ -13,5 +13,6 @@ pub mod enrollment;
 pub mod http;
 pub mod jobs;
 pub mod objects;
+pub mod outbound;
 pub mod startup;
 pub mod store;

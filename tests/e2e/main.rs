@@ -22,6 +22,7 @@ mod metrics;
 mod monitoring;
 mod objects;
 mod openapi;
+mod outbound;
 mod partition;
 mod presence;
 mod retention;
