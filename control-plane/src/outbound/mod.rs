@@ -109,10 +109,10 @@ impl OutboundClient {
         let port = parsed
             .port_or_known_default()
             .ok_or(OutboundError::BadUrl)?;
-        if let Some(ip) = literal_ip(&parsed) {
-            if !self.policy.allows_addr(SocketAddr::new(ip, port)) {
-                return Err(OutboundError::Refused(ip));
-            }
+        if let Some(ip) = literal_ip(&parsed)
+            && !self.policy.allows_addr(SocketAddr::new(ip, port))
+        {
+            return Err(OutboundError::Refused(ip));
         }
         let client = if port == self.policy.own_port() {
             &self.own_port
