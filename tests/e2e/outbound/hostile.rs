@@ -2,7 +2,10 @@
 //! port 0, standing in for an internal service (credentials at `/latest/creds`) and for
 //! a tenant's hostile answers (a redirect to the credentials, an endless chunked body,
 //! answers carrying a marker that must never be copied, a request that never gets an
-//! answer). It counts what it was asked and how many body bytes it got out.
+//! answer) and for the open ports a port scan looks for (one that hangs up, one that
+//! speaks another protocol). Paths are matched and counted without their query
+//! (`/leaky-500` by prefix, so a test can put secrets in its path). It
+//! counts what it was asked and how many body bytes it got out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +66,8 @@ async fn serve(mut conn: TcpStream, seen: Arc<Seen>, base: String) {
         }
     }
     let text = String::from_utf8_lossy(&head);
-    let path = text.split(' ').nth(1).unwrap_or("/").to_owned();
+    let target = text.split(' ').nth(1).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or("/").to_owned();
     *seen
         .hits
         .lock()
@@ -84,12 +88,14 @@ async fn serve(mut conn: TcpStream, seen: Arc<Seen>, base: String) {
         ),
         "/redirect" => simple(
             "302 Found",
-            "",
+            &format!("moved: {MARKER}"),
             &format!("location: {base}/latest/creds\r\n"),
         ),
         "/leaky-json" => simple("200 OK", &format!("{{ {MARKER} ]"), ""),
         "/leaky-inventory" => simple("200 OK", &format!("n1\n{MARKER} !\n"), ""),
-        "/leaky-500" => simple("500 Internal Server Error", MARKER, ""),
+        p if p.starts_with("/leaky-500") => simple("500 Internal Server Error", MARKER, ""),
+        "/banner" => format!("SSH-2.0-OpenSSH_9.6 {MARKER}\r\n"),
+        "/hangup" => return,
         "/stall" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return;
