@@ -493,7 +493,7 @@ check_fails "ferry-agent check-config --config /etc/ferry/agent.toml (as shipped
   'missing setting `server`' /usr/bin/ferry-agent check-config --config /etc/ferry/agent.toml
 # Every commented `key = value` line of the shipped files is a real key with a valid
 # example: uncomment them all (ca_file and ca_fingerprint are alternatives).
-uncomment() { sed -E 's/^#([a-z_]+ = )/\1/; s/^#(\[\[target\]\])$/\1/' "$1"; }
+uncomment() { sed -E 's/^#([a-z_]+ = )/\1/; s/^#(\[\[target\]\]|\[outbound\])$/\1/' "$1"; }
 uncomment /etc/ferry/control-plane.toml >"$work/cp-all.toml"
 check "control-plane.toml with every commented setting enabled passes check-config" \
   /usr/bin/ferry-control-plane check-config --config "$work/cp-all.toml"

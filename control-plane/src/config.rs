@@ -80,6 +80,8 @@ pub struct Config {
     pub s3: S3Settings,
     /// Per-address limits: join-token guessing and concurrent connections.
     pub limits: crate::http::limits::LimitSettings,
+    /// Where tenants' URLs (sources, webhooks, inventories) may lead (`[outbound]`).
+    pub outbound: crate::outbound::OutboundSettings,
 }
 
 /// S3 access: AWS's standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -115,6 +117,7 @@ impl Config {
             presence_flush: crate::delivery::presence::FLUSH_EVERY,
             s3: S3Settings::default(),
             limits: Default::default(),
+            outbound: Default::default(),
         }
     }
 
@@ -296,6 +299,9 @@ impl Config {
         if let Some(b) = file.exempt_loopback_auth {
             cfg.limits.exempt_loopback_auth = b;
         }
+        if let Some(o) = file.outbound {
+            cfg.outbound = o.checked()?;
+        }
         Ok(cfg)
     }
 }
@@ -335,6 +341,34 @@ struct FileConfig {
     auth_max_failures: Option<u32>,
     auth_failure_window_seconds: Option<u64>,
     exempt_loopback_auth: Option<bool>,
+    outbound: Option<FileOutbound>,
+}
+
+/// `[outbound]`: where tenants' URLs may lead.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOutbound {
+    allow: Option<Vec<String>>,
+    allow_loopback: Option<bool>,
+}
+
+impl FileOutbound {
+    fn checked(self) -> Result<crate::outbound::OutboundSettings, ConfigError> {
+        let allow = self
+            .allow
+            .unwrap_or_default()
+            .iter()
+            .map(|a| crate::outbound::OutboundSettings::checked_allow(a))
+            .collect::<Result<_, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                key: "outbound.allow",
+                message,
+            })?;
+        Ok(crate::outbound::OutboundSettings {
+            allow,
+            allow_loopback: self.allow_loopback.unwrap_or(false),
+        })
+    }
 }
 
 impl FileConfig {
@@ -491,5 +525,30 @@ mod tests {
             err.to_string().contains("auth_failure_window_seconds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn outbound_allows_private_ranges_and_loopback_only_when_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cp.toml");
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let defaults = Config::new("d").outbound;
+        assert!(defaults.allow.is_empty() && !defaults.allow_loopback);
+        std::fs::write(
+            &file,
+            "[outbound]\nallow = [\"10.0.0.0/8\", \"fd12::/16\"]\nallow_loopback = true\n",
+        )
+        .expect("write");
+        let o = Config::load(&flags, &no_env).expect("valid").outbound;
+        assert_eq!(o.allow.len(), 2);
+        assert!(o.allow_loopback);
+        std::fs::write(&file, "outbound.allow = [\"169.254.169.254/32\"]\n").expect("write");
+        let err = Config::load(&flags, &no_env).expect_err("metadata address");
+        assert!(err.to_string().contains("outbound.allow"), "{err}");
+        std::fs::write(&file, "[outbound]\nallow_lopback = true\n").expect("write");
+        assert!(Config::load(&flags, &no_env).is_err(), "unknown key");
     }
 }

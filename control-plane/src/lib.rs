@@ -14,6 +14,7 @@ pub mod enrollment;
 pub mod http;
 pub mod jobs;
 pub mod objects;
+pub mod outbound;
 pub mod service_rules;
 pub mod startup;
 pub mod store;

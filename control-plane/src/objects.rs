@@ -1,10 +1,15 @@
 //! Reading customer objects: `s3://bucket/key` through the `object_store` crate (S3 API,
 //! signed requests, custom endpoints for S3-compatible stores) and `https://` through
-//! reqwest. Used by the inventory sync and the imported-certificate source; sizes are
-//! capped so a wrong URL cannot fill the control plane's memory.
+//! the outbound policy's client (no redirects, destinations checked on every
+//! connection). Used by the inventory sync and the imported-certificate source; sizes
+//! are capped as the bytes arrive, so a wrong URL cannot fill the control plane's
+//! memory. The S3 endpoint is the operator's (`FERRY_S3_ENDPOINT`), not a tenant's, so
+//! it is not subject to the outbound policy; a tenant picks only bucket and key.
+//! Errors never carry an object store's answer or a URL's path.
 
 use crate::config::S3Settings;
-use futures::TryStreamExt;
+use crate::outbound::{Outbound, OutboundClient, OutboundError};
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -17,12 +22,22 @@ pub const MAX_OBJECT_BYTES: u64 = 256 * 1024 * 1024;
 pub enum ObjectError {
     #[error("{0:?} is not an s3://bucket/key or https:// URL")]
     BadUrl(String),
-    #[error("object store: {0}")]
+    #[error("{}", store_reason(.0))]
     Store(#[from] object_store::Error),
-    #[error("HTTP: {0}")]
-    Http(String),
-    #[error("{0} is larger than {MAX_OBJECT_BYTES} bytes")]
-    TooLarge(String),
+    #[error(transparent)]
+    Http(#[from] OutboundError),
+    #[error("the object is larger than {MAX_OBJECT_BYTES} bytes")]
+    TooLarge,
+}
+
+/// An object store error without its text (which can quote the store's answer).
+fn store_reason(e: &object_store::Error) -> &'static str {
+    match e {
+        object_store::Error::NotFound { .. } => "object store: not found",
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => "object store: access denied",
+        _ => "object store: request failed",
+    }
 }
 
 /// A parsed object location.
@@ -69,17 +84,13 @@ pub struct Listed {
 #[derive(Clone)]
 pub struct Objects {
     s3: S3Settings,
-    http: reqwest::Client,
+    http: OutboundClient,
 }
 
 impl Objects {
-    pub fn new(s3: S3Settings) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
-        Self { s3, http }
+    pub fn new(s3: S3Settings, outbound: &Outbound) -> Result<Self, OutboundError> {
+        let http = outbound.client(Duration::from_secs(30))?;
+        Ok(Self { s3, http })
     }
 
     fn bucket(&self, bucket: &str) -> Result<AmazonS3, ObjectError> {
@@ -106,26 +117,33 @@ impl Objects {
                 let store = self.bucket(bucket)?;
                 let got = store.get(&ObjectPath::from(key.as_str())).await?;
                 if got.meta.size > MAX_OBJECT_BYTES {
-                    return Err(ObjectError::TooLarge(format!("s3://{bucket}/{key}")));
+                    return Err(ObjectError::TooLarge);
                 }
-                Ok(got.bytes().await?.to_vec())
+                let mut stream = got.into_stream();
+                let mut body = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if (body.len() + chunk.len()) as u64 > MAX_OBJECT_BYTES {
+                        return Err(ObjectError::TooLarge);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
             }
             ObjectUrl::Https(u) => {
-                let resp = self
-                    .http
-                    .get(u)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| ObjectError::Http(e.without_url().to_string()))?;
-                if resp.content_length().is_some_and(|n| n > MAX_OBJECT_BYTES) {
-                    return Err(ObjectError::TooLarge(u.clone()));
+                let req = self.http.request(reqwest::Method::GET, u)?;
+                let resp = self.http.send(req).await?;
+                let status = resp.status();
+                if status.is_redirection() {
+                    return Err(OutboundError::Redirect(status.as_u16()).into());
                 }
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| ObjectError::Http(e.without_url().to_string()))?;
-                Ok(body.to_vec())
+                if !status.is_success() {
+                    return Err(OutboundError::Status(status.as_u16()).into());
+                }
+                match crate::outbound::read_capped(resp, MAX_OBJECT_BYTES).await {
+                    Err(OutboundError::TooLarge(_)) => Err(ObjectError::TooLarge),
+                    other => Ok(other?),
+                }
             }
         }
     }

@@ -31,6 +31,22 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// The outbound policy of this replica: the operator's settings and the address it
+/// is bound to (with the server names that are addresses, which reach it when it
+/// listens on every interface).
+fn outbound_policy(cfg: &Config, bound: SocketAddr) -> crate::outbound::Outbound {
+    let named: Vec<std::net::IpAddr> = cfg
+        .server_names
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    crate::outbound::Outbound::new(crate::outbound::Policy::new(
+        cfg.outbound.clone(),
+        bound,
+        &named,
+    ))
+}
+
 /// Lifetime of the control plane's server certificate; re-issued at half-life.
 const SERVER_CERT_TTL: time::Duration = time::Duration::days(7);
 
@@ -75,6 +91,7 @@ impl App {
         let acks = Acks::start(store.clone(), master.clone(), ca.clone());
         let waiters = Arc::new(Waiters::new(cfg.database_url.is_some()));
         let enrollments = Enrollments::start(store.clone(), waiters.clone());
+        let outbound = outbound_policy(&cfg, addr);
         let state = AppState {
             store,
             ca,
@@ -94,7 +111,8 @@ impl App {
                 cfg.presence_flush,
             )),
             acks,
-            objects: crate::objects::Objects::new(cfg.s3.clone()),
+            objects: crate::objects::Objects::new(cfg.s3.clone(), &outbound)?,
+            outbound,
             enroll_guard: Arc::new(EnrollGuard::new(&cfg.limits)),
             auth_guard: Arc::new(EnrollGuard::bearer(&cfg.limits)),
         };

@@ -23,6 +23,7 @@ mod metrics;
 mod monitoring;
 mod objects;
 mod openapi;
+mod outbound;
 mod partition;
 mod presence;
 mod retention;

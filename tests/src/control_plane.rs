@@ -61,6 +61,9 @@ async fn spawn_on(
     cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.database_url = db.url.clone().map(ferry_control_plane::config::Secret::new);
     cfg.db_pool_size = 8;
+    // Test receivers (sources, webhooks, moto) listen on loopback; tests of the
+    // outbound policy turn this off again.
+    cfg.outbound.allow_loopback = true;
     tweak(&mut cfg);
     let app = App::build(cfg.clone()).await.expect("control plane starts");
     let admin_token = app

@@ -10,6 +10,7 @@ pub mod control_plane;
 pub mod db;
 pub mod ferryctl;
 pub mod impostor;
+pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pg_cluster;
@@ -17,15 +18,24 @@ pub mod pg_cluster;
 pub use control_plane::{ControlPlane, spawn_control_plane, spawn_control_plane_on};
 pub use db::{Backend, TestDb};
 
-/// Installs the process-wide crypto provider and a test log subscriber (once).
+/// Installs the process-wide crypto provider and a test log subscriber (once): the
+/// test writer, filtered by `RUST_LOG`, and [`logs`]' buffer of the control plane's
+/// warnings, whatever `RUST_LOG` says.
 pub fn init() {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,ferry_control_plane=info".into()),
+    let shown = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,ferry_control_plane=info".into());
+    let kept = Targets::new().with_target("ferry_control_plane", LevelFilter::WARN);
+    let _ = tracing_subscriber::registry()
+        .with(fmt::layer().with_test_writer().with_filter(shown))
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(logs::Capture::default)
+                .with_filter(kept),
         )
-        .with_test_writer()
         .try_init();
 }
 

@@ -140,7 +140,9 @@ pub async fn put_inventory(
     ApiJson(req): ApiJson<PutInventoryRequest>,
 ) -> Result<Json<ObjectSource>, ApiError> {
     let s = visible(&state, &caller, &svc).await?;
-    object_url(&req.url)?;
+    if let ObjectUrl::Https(u) = object_url(&req.url)? {
+        crate::outbound::checked_destination(&state.outbound, &u).await?;
+    }
     let policy = req.policy.unwrap_or_else(|| "flag".into());
     if policy != "flag" && policy != "revoke" {
         return Err(bad(

@@ -69,6 +69,8 @@ pub struct AppState {
     pub enrollments: Arc<crate::enrollment::Enrollments>,
     /// Reads customer objects (inventories, imported certificates).
     pub objects: crate::objects::Objects,
+    /// The outbound policy every tenant-aimed request goes through.
+    pub outbound: crate::outbound::Outbound,
     /// Refuses enrollments from addresses that keep guessing join tokens.
     pub enroll_guard: Arc<limits::EnrollGuard>,
     /// Refuses API requests from addresses that keep presenting bad bearer tokens.

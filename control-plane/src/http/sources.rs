@@ -119,6 +119,10 @@ pub async fn put(
     checked_name("metadata key", "invalid-metadata-key", &key)?;
     checked_interval(req.interval_seconds)?;
     checked_url(&req.url, req.scope)?;
+    let probe = req
+        .url
+        .replace(ferry_shared::sources::NODE_PLACEHOLDER, "node");
+    crate::outbound::checked_destination(&state.outbound, &probe).await?;
     let headers = checked_headers(&req.headers)?;
     let header_names: Vec<&String> = headers.keys().collect();
     let sealed_json = serde_json::to_vec(&headers).map_err(|e| ApiError::Internal(e.into()))?;

@@ -1,5 +1,7 @@
 //! `PUT /v1/services/{svc}/webhook {url}`: sets the service's alert webhook and returns
-//! a new signing secret, shown once and stored sealed; `DELETE` removes it.
+//! a new signing secret, shown once and stored sealed; `DELETE` removes it. The URL
+//! carries no credentials (it is stored and audited in clear) and must lead where the
+//! outbound policy allows.
 
 use super::extract::{ApiJson, ApiPath, Caller};
 use super::openapi as doc;
@@ -49,14 +51,16 @@ pub async fn put(
     ApiJson(req): ApiJson<WebhookRequest>,
 ) -> Result<Json<WebhookCreated>, ApiError> {
     let mut row = visible(&state, &caller, &svc).await?;
-    let url = reqwest::Url::parse(&req.url)
-        .ok()
-        .filter(|u| {
-            matches!(u.scheme(), "https" | "http") && u.host().is_some() && req.url.len() <= 2000
-        })
-        .ok_or_else(|| {
-            ApiError::unprocessable("invalid-url", "url must be an http(s) URL with a host")
-        })?;
+    if req.url.len() > 2000 || req.url.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid-url",
+            "url must be an http(s) URL with a host, at most 2000 bytes",
+        ));
+    }
+    crate::outbound::checked_destination(&state.outbound, &req.url).await?;
+    let url = reqwest::Url::parse(&req.url).map_err(|_| {
+        ApiError::unprocessable("invalid-url", "url must be an http(s) URL with a host")
+    })?;
     let secret = new_secret("fyw_")?;
     let aad = format!("webhook/{}", row.name);
     row.webhook_secret_sealed = Some(

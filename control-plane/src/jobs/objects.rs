@@ -73,7 +73,8 @@ pub async fn pass(state: &AppState) -> Result<usize, StoreError> {
         };
         let error = result.err().map(|e| e.to_string());
         if let Some(e) = &error {
-            tracing::warn!(service = %row.service, kind = %row.kind, error = %e, "object sync failed");
+            let origin = crate::outbound::origin(&row.url);
+            tracing::warn!(service = %row.service, kind = %row.kind, %origin, error = %e, "object sync failed");
         }
         let (s, k) = (row.service.clone(), row.kind.clone());
         state
@@ -89,12 +90,18 @@ pub async fn pass(state: &AppState) -> Result<usize, StoreError> {
 }
 
 /// Node ids from a JSON array of strings or a newline list (`#` comments allowed).
+/// Errors say where the inventory is wrong, never what it says (the text is the
+/// answer of a URL a tenant chose, and errors reach `last_error` and the log).
 pub fn parse_inventory(bytes: &[u8]) -> Result<HashSet<String>, SyncError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| SyncError::Invalid("the inventory is not UTF-8".into()))?;
     let ids: Vec<String> = if text.trim_start().starts_with('[') {
         serde_json::from_str(text).map_err(|e| {
-            SyncError::Invalid(format!("the inventory is not a JSON array of strings: {e}"))
+            SyncError::Invalid(format!(
+                "the inventory is not a JSON array of strings (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
         })?
     } else {
         text.lines()
@@ -106,9 +113,9 @@ pub fn parse_inventory(bytes: &[u8]) -> Result<HashSet<String>, SyncError> {
     ids.into_iter()
         .enumerate()
         .map(|(i, id)| {
-            NodeId::parse(&id)
-                .map(|n| n.to_string())
-                .map_err(|e| SyncError::Invalid(format!("inventory entry {} ({id:?}): {e}", i + 1)))
+            NodeId::parse(&id).map(|n| n.to_string()).map_err(|_| {
+                SyncError::Invalid(format!("inventory entry {} is not a valid node id", i + 1))
+            })
         })
         .collect()
 }

@@ -79,7 +79,7 @@ struct Claimed {
 }
 
 pub async fn run(state: AppState, settings: SourceSettings, mut shutdown: watch::Receiver<bool>) {
-    let client = match fetch::client(settings.timeout) {
+    let client = match state.outbound.client(settings.timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the source client; dynamic sources will not be fetched");
@@ -173,7 +173,7 @@ async fn claim(
 /// Fetches one claimed row and records the result; the permit is held throughout.
 async fn run_one(
     state: AppState,
-    client: reqwest::Client,
+    client: crate::outbound::OutboundClient,
     settings: SourceSettings,
     job: Claimed,
     _permit: OwnedSemaphorePermit,
@@ -182,14 +182,7 @@ async fn run_one(
     let outcome = match open_headers(&state, &source) {
         Ok(headers) => {
             let url = target_url(&source.url, &row.node_id);
-            fetch::fetch(
-                &client,
-                &url,
-                &headers,
-                row.etag.as_deref(),
-                settings.timeout,
-            )
-            .await
+            fetch::fetch(&client, &url, &headers, row.etag.as_deref()).await
         }
         Err(e) => Err(e),
     };

@@ -3,9 +3,15 @@
 //! off exponentially otherwise. Delivery is at least once: a sender that dies between
 //! sending and marking leaves the event to be sent again when its lease ends, with the
 //! same `Ferry-Event-Id`, so receivers can drop the repeat.
+//!
+//! Requests go through the outbound policy's client (destinations checked on every
+//! connection, no redirects); a failure records only the policy's refusal or the HTTP
+//! status, and the log names the receiver as `scheme://host:port`. The receiver's
+//! answer is never read.
 
 use super::pause;
 use crate::http::AppState;
+use crate::outbound::{OutboundClient, OutboundError, origin};
 use crate::store::{self, alert_events::EventRow, services::Webhook};
 use aws_lc_rs::hmac;
 use std::collections::HashMap;
@@ -28,11 +34,7 @@ pub fn backoff_ms(attempts: i32) -> i64 {
 }
 
 pub async fn run(state: AppState, tick: Duration, mut shutdown: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder()
-        .timeout(SEND_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let client = match state.outbound.client(SEND_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook client; alerts will not be sent");
@@ -49,7 +51,7 @@ pub async fn run(state: AppState, tick: Duration, mut shutdown: watch::Receiver<
     }
 }
 
-pub async fn pass(state: &AppState, client: &reqwest::Client) -> Result<usize, store::StoreError> {
+pub async fn pass(state: &AppState, client: &OutboundClient) -> Result<usize, store::StoreError> {
     let now = store::now_ms();
     let (events, hooks) = state
         .store
@@ -63,7 +65,9 @@ pub async fn pass(state: &AppState, client: &reqwest::Client) -> Result<usize, s
         hooks.into_iter().map(|w| (w.service.clone(), w)).collect();
     let sent = events.len();
     for event in events {
-        let outcome = send(state, client, &event, hooks.get(&event.service)).await;
+        let hook = hooks.get(&event.service);
+        let outcome = send(state, client, &event, hook).await;
+        let receiver = hook.map(|h| origin(&h.url)).unwrap_or_default();
         let now = store::now_ms();
         state
             .store
@@ -72,7 +76,7 @@ pub async fn pass(state: &AppState, client: &reqwest::Client) -> Result<usize, s
                     Ok(()) => store::alert_events::mark_delivered(c, &event.id, now)?,
                     Err(error) => {
                         let attempts = event.attempts + 1;
-                        tracing::warn!(service = %event.service, event = %event.id, attempts, %error, "webhook delivery failed; retrying");
+                        tracing::warn!(service = %event.service, event = %event.id, %receiver, attempts, %error, "webhook delivery failed; retrying");
                         store::alert_events::mark_failed(c, &event.id, attempts, now + backoff_ms(attempts), &error)?;
                     }
                 }
@@ -85,7 +89,7 @@ pub async fn pass(state: &AppState, client: &reqwest::Client) -> Result<usize, s
 
 async fn send(
     state: &AppState,
-    client: &reqwest::Client,
+    client: &OutboundClient,
     event: &EventRow,
     hook: Option<&Webhook>,
 ) -> Result<(), String> {
@@ -100,22 +104,23 @@ async fn send(
         .master
         .open(sealed, aad.as_bytes(), key_id)
         .map_err(|e| e.to_string())?;
-    let resp = client
-        .post(url)
+    let req = client
+        .request(reqwest::Method::POST, url)
+        .map_err(|e| e.to_string())?
         .header("content-type", "application/json")
         .header("ferry-event-id", &event.id)
         .header(
             "ferry-signature",
             signature(&secret, event.payload.as_bytes()),
         )
-        .body(event.payload.clone())
-        .send()
-        .await
-        .map_err(|e| format!("{e}"))?;
-    if resp.status().is_success() {
+        .body(event.payload.clone());
+    let status = client.send(req).await.map_err(|e| e.to_string())?.status();
+    if status.is_success() {
         Ok(())
+    } else if status.is_redirection() {
+        Err(OutboundError::Redirect(status.as_u16()).to_string())
     } else {
-        Err(format!("receiver answered {}", resp.status()))
+        Err(OutboundError::Status(status.as_u16()).to_string())
     }
 }
 

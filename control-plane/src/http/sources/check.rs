@@ -1,7 +1,8 @@
 //! Validation of a source before anything is written: names by the metadata-key rule,
 //! the interval bounds, the URL (http(s), a host, no credentials, `{node}` exactly
-//! where the scope needs it) and the headers. A refusal is a 422 whose detail names
-//! what is wrong, never a header value.
+//! where the scope needs it) and the headers (the outbound allowlist). A refusal is a
+//! 422 whose detail names what is wrong, never a header value. Where the URL leads is
+//! the outbound policy's question (`outbound::checked_destination`).
 
 use super::super::ApiError;
 use ferry_shared::metadata::check_metadata_key;
@@ -14,19 +15,6 @@ use std::collections::BTreeMap;
 
 /// Largest total size of a source's headers (names and values), in bytes.
 const MAX_HEADER_BYTES: usize = 8 * 1024;
-/// Headers the fetcher sets itself or that would break the request.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-    "if-none-match",
-];
 fn bad(slug: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::unprocessable(slug, detail)
 }
@@ -111,10 +99,8 @@ pub fn checked_headers(
         let shown = name.escape_debug().to_string();
         let canonical = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("{shown:?} is not a valid header name")))?;
-        if RESERVED_HEADERS.contains(&canonical.as_str()) {
-            return Err(invalid(format!(
-                "header {canonical} is set by Ferry itself"
-            )));
+        if let Err(why) = crate::outbound::headers::check_name(canonical.as_str()) {
+            return Err(invalid(format!("header {canonical} may not be set: {why}")));
         }
         HeaderValue::from_str(value).map_err(|_| {
             invalid(format!(
@@ -157,7 +143,12 @@ mod tests {
             checked_headers(&h("X-Api-Key", "s3cr3t")).expect("valid"),
             h("x-api-key", "s3cr3t")
         );
-        for bad in [h("bad name", "v"), h("host", "x"), h("x-k", "line\nbreak")] {
+        for bad in [
+            h("bad name", "v"),
+            h("host", "x"),
+            h("Metadata-Flavor", "Google"),
+            h("x-k", "line\nbreak"),
+        ] {
             let err = checked_headers(&bad).expect_err("refused");
             assert!(!format!("{err:?}").contains("break"), "a value is echoed");
         }

@@ -1,15 +1,17 @@
-//! One HTTP fetch of a dynamic source: the stored headers (opened from their seal and
-//! marked sensitive), `If-None-Match` with the last ETag, no redirects (the headers are
-//! secrets and must not follow the request to another host), a per-request timeout,
-//! and a JSON body of at most [`MAX_METADATA_VALUE_BYTES`]. Errors are phrased for the
-//! API: they never carry a header value or the URL.
+//! One HTTP fetch of a dynamic source through the outbound policy's client: the stored
+//! headers (opened from their seal, marked sensitive, and again checked against the
+//! allowlist, for sources stored before it), `If-None-Match` with the last ETag, no
+//! redirects (the headers are secrets and must not follow the request to another
+//! host), a per-request timeout, and a JSON body of at most
+//! [`MAX_METADATA_VALUE_BYTES`], counted as it streams. Errors are phrased for the
+//! API: they never carry a header value, the URL, the body or how a connection failed.
 
+use crate::outbound::{OutboundClient, OutboundError, headers::check_name, read_capped};
 use ferry_shared::hash::sha256_hex;
 use ferry_shared::metadata::MAX_METADATA_VALUE_BYTES;
 use ferry_shared::sources::NODE_PLACEHOLDER;
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, HeaderName, HeaderValue, IF_NONE_MATCH};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// What a successful fetch brought.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,16 +24,6 @@ pub enum Answer {
         hash: String,
         etag: Option<String>,
     },
-}
-
-/// The HTTP client every fetch of this replica shares (the workspace's reqwest, rustls).
-pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ferry-control-plane/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 /// The URL of one fetch: a node-scope template with `{node}` replaced. Node ids are
@@ -52,6 +44,7 @@ fn headers(own: &BTreeMap<String, String>, etag: Option<&str>) -> Result<HeaderM
     for (name, value) in own {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("header {name:?} is not a valid header name"))?;
+        check_name(name.as_str()).map_err(|why| format!("header {name} may not be set: {why}"))?;
         let mut value = HeaderValue::from_str(value)
             .map_err(|_| format!("the value of header {name} is not valid"))?;
         value.set_sensitive(true);
@@ -65,51 +58,42 @@ fn headers(own: &BTreeMap<String, String>, etag: Option<&str>) -> Result<HeaderM
 
 /// Fetches `url` once.
 pub async fn fetch(
-    client: &reqwest::Client,
+    client: &OutboundClient,
     url: &str,
     own_headers: &BTreeMap<String, String>,
     etag: Option<&str>,
-    timeout: Duration,
 ) -> Result<Answer, String> {
-    let mut resp = client
-        .get(url)
-        .headers(headers(own_headers, etag)?)
-        .send()
-        .await
-        .map_err(|e| describe(e, timeout))?;
+    let req = client
+        .request(reqwest::Method::GET, url)
+        .map_err(|e| e.to_string())?
+        .headers(headers(own_headers, etag)?);
+    let resp = client.send(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
         return Ok(Answer::NotModified);
     }
     if status.is_redirection() {
-        return Err(format!(
-            "answered {status}; redirects are not followed (the headers would go with them)"
-        ));
+        return Err(OutboundError::Redirect(status.as_u16()).to_string());
     }
     if !status.is_success() {
-        return Err(format!("answered {status}"));
+        return Err(OutboundError::Status(status.as_u16()).to_string());
     }
-    let too_large = || format!("the answer is larger than {MAX_METADATA_VALUE_BYTES} bytes");
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_METADATA_VALUE_BYTES as u64)
-    {
-        return Err(too_large());
-    }
+    let too_large = || OutboundError::TooLarge(MAX_METADATA_VALUE_BYTES as u64).to_string();
     let new_etag = resp
         .headers()
         .get(ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(e, timeout))? {
-        if body.len() + chunk.len() > MAX_METADATA_VALUE_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let body = read_capped(resp, MAX_METADATA_VALUE_BYTES as u64)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "the answer is not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
     let json = serde_json::to_string(&value).map_err(|e| e.to_string())?;
     if json.len() > MAX_METADATA_VALUE_BYTES {
         return Err(too_large());
@@ -119,22 +103,6 @@ pub async fn fetch(
         json,
         etag: new_etag,
     })
-}
-
-/// A transport error as the API shows it: its causes, without the URL.
-fn describe(e: reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("timed out after {} s", timeout.as_secs_f64());
-    }
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg
 }
 
 #[cfg(test)]
@@ -148,6 +116,12 @@ mod tests {
             "https://api/x/n-1.a_b?n=n-1.a_b"
         );
         assert_eq!(target_url("https://api/x", ""), "https://api/x");
+        let refused = BTreeMap::from([("metadata-flavor".to_owned(), "Google".to_owned())]);
+        let err = headers(&refused, None).expect_err("stored before the allowlist");
+        assert!(
+            err.contains("metadata-flavor") && !err.contains("Google"),
+            "{err}"
+        );
         let own = BTreeMap::from([("x-api-key".to_owned(), "s3cr3t".to_owned())]);
         let map = headers(&own, Some("\"v1\"")).expect("valid");
         assert!(map["x-api-key"].is_sensitive());
