@@ -34,7 +34,9 @@ for _ in $(seq 100); do
   [ -s "$root/control-plane/admin-token" ] && curl -skf "$server/readyz" >/dev/null && break
   sleep 0.2
 done
-fingerprint=$(grep -o 'sha256:[0-9a-f]*' "$root/control-plane.log" | head -1)
+# The control-plane CA's fingerprint, from the "listening on ... (CA fingerprint ...)"
+# line (the log also names the root CA's, which signs workloads, not the server).
+fingerprint=$(grep -o 'CA fingerprint sha256:[0-9a-f]*' "$root/control-plane.log" | head -1 | grep -o 'sha256:[0-9a-f]*')
 echo "CA fingerprint: $fingerprint"
 ctl() { "$bin/ferryctl" --server "$server" --token-file "$root/control-plane/admin-token" --ca-fingerprint "$fingerprint" "$@"; }
 

@@ -549,7 +549,7 @@ if $ready; then pass "control plane ExecStart as ferry answers /readyz on $serve
   finish
 fi
 check "control plane /healthz" curl -skf "$server/healthz"
-fingerprint=$(grep -o 'sha256:[0-9a-f]\{64\}' "$work/control-plane.log" | head -n1)
+fingerprint=$(grep -o 'CA fingerprint sha256:[0-9a-f]\{64\}' "$work/control-plane.log" | head -n1 | grep -o 'sha256:[0-9a-f]*')
 [ -n "$fingerprint" ] && pass "control plane prints its CA fingerprint" ||
   fail "control plane prints its CA fingerprint" "$(cat "$work/control-plane.log")"
 check "admin token in /var/lib/ferry/admin-token" test -s /var/lib/ferry/admin-token
