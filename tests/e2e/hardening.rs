@@ -1,7 +1,7 @@
 //! Issue 21, names, limits and files: each test is an attack that worked before and is
 //! refused now. A re-created service name inherits no history, and creating a name
 //! tells a tenant nothing about other tenants; metadata adding up past what the agent
-//! downloads is refused with 422; a trickled request body and an idle HTTP/2
+//! downloads is refused with 422, also when writers race; a trickled request body and an idle HTTP/2
 //! connection are cut off; a logged-out dashboard cookie is refused by every replica;
 //! `ferry.db` and the data directory are private under umask 022; an agent key made
 //! readable by others is restricted at the next start.
@@ -223,6 +223,52 @@ async fn metadata_that_adds_up_past_what_the_agent_downloads_is_refused() {
     let bundle = admin.get("/v1/services/web/nodes/n1/bundle").await;
     assert_eq!(bundle.status, 200, "{}", bundle.body);
     assert!(bundle.body.to_string().len() < 1024 * 1024);
+}
+
+#[tokio::test]
+async fn concurrent_metadata_writes_cannot_together_overfill_a_bundle() {
+    let cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
+    cp.create_service("web", json!({})).await;
+    let (token, _) = cp.join_token("web", 1, 600).await;
+    node::enroll(&cp, "web", "n1", &token, &node::p256()).await;
+    let admin = cp.admin();
+    let value = json!("v".repeat(32 * 1024 - 2));
+    // 14 values: room for exactly one more of the same size.
+    for k in 0..14 {
+        let r = admin
+            .put(
+                &format!("/v1/services/web/metadata/k{k}"),
+                json!({ "value": value }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // Eight writers race for that room, at the service and at the node level.
+    let racers = (0..8).map(|i| {
+        let (admin, value) = (cp.admin(), value.clone());
+        let path = if i % 2 == 0 {
+            format!("/v1/services/web/metadata/race{i}")
+        } else {
+            format!("/v1/services/web/nodes/n1/metadata/race{i}")
+        };
+        tokio::spawn(async move { admin.put(&path, json!({ "value": value })).await.status })
+    });
+    let mut statuses = Vec::new();
+    for racer in racers.collect::<Vec<_>>() {
+        statuses.push(racer.await.expect("racer"));
+    }
+    let won = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(won, 1, "statuses {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 422)),
+        "{statuses:?}"
+    );
+    // What n1's bundle would carry: the service's values and its own.
+    let bytes = cp.db.scalar(
+        "SELECT CAST(SUM(LENGTH(key) + LENGTH(value)) AS BIGINT) AS n FROM metadata \
+         WHERE service = 'web' AND node_id IN ('', 'n1')",
+    );
+    assert!(bytes <= 512 * 1024, "{bytes} bytes in n1's bundle");
 }
 
 fn tls_connector(cp: &ControlPlane, alpn: &[u8]) -> tokio_rustls::TlsConnector {

@@ -1,8 +1,8 @@
 //! Dynamic metadata sources against a customer API on loopback: a changed answer reaches
 //! the agent within interval + 2 s, repeated failures raise an alert while the agent
 //! keeps the last good value, ETag/304 and unchanged answers bump no version, header
-//! secrets are never shown, node scope gives each node its own value, and bad input is
-//! refused without changing anything.
+//! secrets are never shown, node scope gives each node its own value, a value that would
+//! overfill the bundle is a failure, and bad input is refused without changing anything.
 
 mod customer_api;
 
@@ -356,6 +356,73 @@ async fn node_scope(backend: Backend) {
         .assert_problem(404);
     assert_eq!(cp.db.scalar("SELECT COUNT(*) AS n FROM source_fetches"), 0);
     assert_eq!(cp.db.scalar("SELECT COUNT(*) AS n FROM metadata"), 0);
+}
+
+#[tokio::test]
+async fn a_source_value_that_would_overfill_the_bundle_is_a_failure_and_never_reaches_the_node() {
+    let cp = spawn_control_plane(Backend::Postgres, fast).await;
+    cp.create_service("web", json!({})).await;
+    let agents = enrolled(&cp, &["n1"]).await;
+    // 15 values of 32 KiB through the API: about 480 KiB of the 512 KiB a bundle holds.
+    let filler = json!("f".repeat(32 * 1024 - 2));
+    for k in 0..15 {
+        let r = cp
+            .admin()
+            .put(
+                &format!("/v1/services/web/metadata/fill{k}"),
+                json!({ "value": filler }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let (base, api) = customer_api().await;
+    set(&api, |a| a.value = json!("s".repeat(32 * 1024 - 2)));
+
+    // The source answers a value that fits its own cap but not the bundle.
+    put_source(
+        &cp,
+        "huge",
+        json!({ "url": format!("{base}/value"), "interval_seconds": 1 }),
+    )
+    .await;
+    let status = eventually(
+        "the fetch is a failure",
+        Duration::from_secs(20),
+        || async {
+            let s = cp.admin().get("/v1/services/web/sources/huge").await.body["status"].clone();
+            (s["consecutive_failures"].as_u64() >= Some(1)).then_some(s)
+        },
+    )
+    .await;
+    let error = status["last_error"].as_str().expect("last_error");
+    assert!(error.contains("524288"), "{error}");
+    cp.admin()
+        .get("/v1/services/web/metadata/huge")
+        .await
+        .assert_problem(404);
+    // Repeated, it alerts like any failing source; the node keeps a bundle it accepts.
+    eventually("source-failing alert", Duration::from_secs(30), || async {
+        source_alerts(&cp, "firing").await.pop()
+    })
+    .await;
+    let installed = agents[0].installed().expect("installed");
+    assert!(!installed.metadata.contains_key("huge"));
+    assert_eq!(installed.metadata["fill0"], filler);
+
+    // Room made through the API: the next fetch delivers and resolves the alert.
+    for k in 0..3 {
+        let r = cp
+            .admin()
+            .delete(&format!("/v1/services/web/metadata/fill{k}"))
+            .await;
+        assert!(matches!(r.status, 200 | 204), "{}", r.body);
+    }
+    let big = json!("s".repeat(32 * 1024 - 2));
+    has(&agents[0], "huge", &big, Duration::from_secs(30)).await;
+    eventually("alert resolved", Duration::from_secs(30), || async {
+        source_alerts(&cp, "firing").await.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

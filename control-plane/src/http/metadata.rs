@@ -113,30 +113,14 @@ fn expiry(req: &PutMetadataRequest, now: i64) -> Result<Option<i64>, ApiError> {
 }
 
 /// Refuses `row` when a bundle it reaches would carry more than
-/// [`MAX_BUNDLE_METADATA_BYTES`] of metadata, which the agent could not download. A
-/// service value counts against the node with the most values of its own; a node
-/// value against the service's values. A key set at both levels is counted twice, so
-/// the bound errs on the safe side. Runs in the PUT's transaction.
+/// [`MAX_BUNDLE_METADATA_BYTES`] of metadata, which the agent could not download (see
+/// [`store::metadata::bundle_bytes_with`]). Runs in the PUT's transaction.
 fn check_bundle_budget(
     c: &mut store::Conn<'_>,
     level: &Level,
     row: &MetadataRow,
 ) -> Result<(), ApiError> {
-    let now = row.updated_at;
-    let levels = store::metadata::bytes_per_level(
-        c,
-        &row.service,
-        level.node.as_deref(),
-        (&row.node_id, &row.key),
-        now,
-    )?;
-    let wide = levels.get(SERVICE_WIDE).copied().unwrap_or(0);
-    let nodes = levels
-        .iter()
-        .filter(|(n, _)| n.as_str() != SERVICE_WIDE)
-        .map(|(_, t)| *t);
-    let others = wide + nodes.max().unwrap_or(0);
-    let total = others + (row.key.len() + row.value.len()) as i64;
+    let total = store::metadata::bundle_bytes_with(c, row)?;
     if total > MAX_BUNDLE_METADATA_BYTES as i64 {
         let whose = match &level.node {
             None => "the service's bundles".to_owned(),

@@ -60,7 +60,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse, ToSchema};
         schemas(Problem, ServiceName, NodeId, TenantName),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable,
-            BodyTooLarge, UnsupportedMediaType, TooManyRequests, InternalError, NotReady,
+            BodyTooLarge, BodyTimedOut, UnsupportedMediaType, TooManyRequests, InternalError,
+            NotReady,
         ),
     ),
     modifiers(&SecuritySchemes, &CommonResponses, &ClosedAllOf, &TokenRoles),
@@ -145,8 +146,9 @@ impl Modify for SecuritySchemes {
 
 /// Responses every operation can give without saying so in its attribute: the opaque
 /// 500; 400 when it takes parameters (a path segment that is not UTF-8, a query string
-/// that does not parse) or a body (malformed JSON); and with a JSON body 413, 415 and
-/// 422 (well-formed JSON of the wrong shape) from the body extractor.
+/// that does not parse) or a body (malformed JSON); and with a JSON body 408 (the body
+/// did not arrive in time), 413, 415 and 422 (well-formed JSON of the wrong shape) from
+/// the body extractor.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -173,6 +175,7 @@ impl Modify for CommonResponses {
                     add(op, "400", "BadRequest");
                 }
                 if op.request_body.is_some() {
+                    add(op, "408", "BodyTimedOut");
                     add(op, "413", "BodyTooLarge");
                     add(op, "415", "UnsupportedMediaType");
                     add(op, "422", "Unprocessable");
@@ -216,6 +219,9 @@ problem_responses! {
     Unprocessable;
     /// The request body is larger than 64 KiB.
     BodyTooLarge;
+    /// The request body did not arrive whole within the configured time after its
+    /// headers (`body_read_timeout_seconds`); nothing was changed.
+    BodyTimedOut;
     /// The request body is not `application/json`.
     UnsupportedMediaType;
     /// Too many refused attempts from the client's address (join-token guessing, or

@@ -2,7 +2,7 @@
 //! optionally expiring. Reads merge both for one node and leave out expired values
 //! even before the expiry job has removed them.
 
-use super::schema::{metadata, nodes};
+use super::schema::{metadata, nodes, services};
 use super::{Conn, on_backend};
 use diesel::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -248,6 +248,39 @@ pub fn bump_node(c: &mut Conn<'_>, service: &str, node_id: &str, now: i64) -> Qu
 diesel::define_sql_function! {
     /// Bytes of a text (both backends have it; SQLite since 3.43).
     fn octet_length(x: diesel::sql_types::Text) -> diesel::sql_types::Integer;
+}
+
+/// Bytes (keys and JSON values) the fullest bundle `row` reaches would carry with `row`
+/// in place of whatever it replaces: a service value counts against the node with the
+/// most values of its own, a node value against the service's values. A key set at both
+/// levels is counted twice, so the figure errs on the safe side. Callers compare it with
+/// `ferry_shared::metadata::MAX_BUNDLE_METADATA_BYTES` inside the writing transaction.
+/// On PostgreSQL it first locks the service's row until that transaction ends, so two
+/// writers of one service (an API PUT and a source fetch, say) check one after the
+/// other and cannot both fit into the same room; SQLite's writers are serialized already.
+pub fn bundle_bytes_with(c: &mut Conn<'_>, row: &MetadataRow) -> QueryResult<i64> {
+    if let Conn::Pg(pg) = c {
+        services::table
+            .find(&row.service)
+            .select(services::name)
+            .for_update()
+            .first::<String>(*pg)
+            .optional()?;
+    }
+    let only = (row.node_id != SERVICE_WIDE).then_some(row.node_id.as_str());
+    let levels = bytes_per_level(
+        c,
+        &row.service,
+        only,
+        (&row.node_id, &row.key),
+        row.updated_at,
+    )?;
+    let wide = levels.get(SERVICE_WIDE).copied().unwrap_or(0);
+    let nodes = levels
+        .iter()
+        .filter(|(n, _)| n.as_str() != SERVICE_WIDE)
+        .map(|(_, t)| *t);
+    Ok(wide + nodes.max().unwrap_or(0) + (row.key.len() + row.value.len()) as i64)
 }
 
 /// Bytes (keys and JSON values) of the live values of `service`, per level: the

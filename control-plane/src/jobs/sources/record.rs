@@ -1,7 +1,8 @@
 //! Recording a fetch, in one transaction per fetch: a changed value becomes the
 //! metadata row with the version bumps and wake-up a change needs (an unchanged one,
 //! or a 304, writes only the fetch state); a failure keeps the last good value, backs
-//! off, opens the circuit after repeated failures and fires the `source-failing` alert;
+//! off, opens the circuit after repeated failures and fires the `source-failing` alert
+//! (a value that would push a bundle past what the agent accepts counts as a failure);
 //! a success closes the circuit and resolves the alert once no fetch of that service
 //! (or node) still counts in it.
 
@@ -12,6 +13,7 @@ use crate::delivery::Changes;
 use crate::store::source_fetches::{self, CLOSED, FetchRow, OPEN};
 use crate::store::{self, Conn, StoreError, alerts::AlertRow, metadata::MetadataRow};
 use crate::store::{metadata, sources::SourceRow};
+use ferry_shared::metadata::MAX_BUNDLE_METADATA_BYTES;
 
 /// What recording did, for the caller to act on after COMMIT.
 #[derive(Debug, Default)]
@@ -61,12 +63,24 @@ pub fn record(
     match outcome {
         Ok(answer) => {
             if let Answer::Value { json, hash, etag } = answer {
-                row.etag = etag;
                 if row.value_hash.as_deref() != Some(hash.as_str()) {
-                    deliver(c, &row, src, json, now, &mut done.changes)?;
+                    let value = value_row(&row, src, json, now);
+                    let total = metadata::bundle_bytes_with(c, &value)?;
+                    if total > MAX_BUNDLE_METADATA_BYTES as i64 {
+                        let error = format!(
+                            "the value would make a bundle carry {total} bytes of metadata; at most \
+                             {MAX_BUNDLE_METADATA_BYTES} fit in a bundle the agent accepts, so the last \
+                             good value stays"
+                        );
+                        failed(c, settings, &mut row, src, error, now, &mut done)?;
+                        done.changes.notify_in_tx(c)?;
+                        return Ok(done);
+                    }
+                    deliver(c, &row, value, now, &mut done.changes)?;
                     row.value_hash = Some(hash);
                     done.delivered = true;
                 }
+                row.etag = etag;
             }
             row.failures = 0;
             row.circuit = CLOSED.to_owned();
@@ -79,60 +93,75 @@ pub fn record(
                 done.events = resolve_if_clear(c, &row.service, &row.node_id, now)?;
             }
         }
-        Err(error) => {
-            row.failures = row.failures.saturating_add(1);
-            if row.failures as u32 >= settings.open_after {
-                row.circuit = OPEN.to_owned();
-                row.next_fetch_at = now + interval_ms.max(settings.cooldown.as_millis() as i64);
-            } else {
-                row.circuit = CLOSED.to_owned();
-                row.next_fetch_at = now + retry_ms(settings, row.failures, interval_ms);
-            }
-            let fires = row.failures as u32 >= settings.alert_after && !row.alerting;
-            row.alerting |= fires;
-            let detail = format!(
-                "source {}{}: {} consecutive failures, last: {error}",
-                src.name,
-                if row.node_id.is_empty() {
-                    String::new()
-                } else {
-                    format!(" for node {}", row.node_id)
-                },
-                row.failures
-            );
-            row.last_error = Some(error);
-            source_fetches::save(c, &row)?;
-            if fires {
-                done.fired = true;
-                done.events = fire(c, &row, detail, now)?;
-            }
-        }
+        Err(error) => failed(c, settings, &mut row, src, error, now, &mut done)?,
     }
     done.changes.notify_in_tx(c)?;
     Ok(done)
+}
+
+/// Counts a failed fetch (`error` is what the source's status shows): backs off, opens
+/// the circuit after `open_after` failures and fires the alert after `alert_after`.
+fn failed(
+    c: &mut Conn<'_>,
+    settings: &SourceSettings,
+    row: &mut FetchRow,
+    src: &SourceRow,
+    error: String,
+    now: i64,
+    done: &mut Recorded,
+) -> Result<(), StoreError> {
+    let interval_ms = src.interval_seconds * 1000;
+    row.failures = row.failures.saturating_add(1);
+    if row.failures as u32 >= settings.open_after {
+        row.circuit = OPEN.to_owned();
+        row.next_fetch_at = now + interval_ms.max(settings.cooldown.as_millis() as i64);
+    } else {
+        row.circuit = CLOSED.to_owned();
+        row.next_fetch_at = now + retry_ms(settings, row.failures, interval_ms);
+    }
+    let fires = row.failures as u32 >= settings.alert_after && !row.alerting;
+    row.alerting |= fires;
+    let detail = format!(
+        "source {}{}: {} consecutive failures, last: {error}",
+        src.name,
+        if row.node_id.is_empty() {
+            String::new()
+        } else {
+            format!(" for node {}", row.node_id)
+        },
+        row.failures
+    );
+    row.last_error = Some(error);
+    source_fetches::save(c, row)?;
+    if fires {
+        done.fired = true;
+        done.events = fire(c, row, detail, now)?;
+    }
+    Ok(())
+}
+
+/// The metadata row a fetched value becomes.
+fn value_row(row: &FetchRow, src: &SourceRow, json: String, now: i64) -> MetadataRow {
+    MetadataRow {
+        service: row.service.clone(),
+        node_id: row.node_id.clone(),
+        key: src.key.clone(),
+        value: json,
+        source: Some(src.name.clone()),
+        expires_at: None,
+        updated_at: now,
+    }
 }
 
 /// Writes the new value and bumps the versions it reaches.
 fn deliver(
     c: &mut Conn<'_>,
     row: &FetchRow,
-    src: &SourceRow,
-    json: String,
+    value: MetadataRow,
     now: i64,
     changes: &mut Changes,
 ) -> Result<(), StoreError> {
-    metadata::put(
-        c,
-        &MetadataRow {
-            service: row.service.clone(),
-            node_id: row.node_id.clone(),
-            key: src.key.clone(),
-            value: json,
-            source: Some(src.name.clone()),
-            expires_at: None,
-            updated_at: now,
-        },
-    )?;
+    metadata::put(c, &value)?;
     if row.node_id.is_empty() {
         metadata::bump_service(c, &row.service, now)?;
         changes.service(&row.service);
