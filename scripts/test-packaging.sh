@@ -305,8 +305,11 @@ for key in ("state_dir", "install_dir"):
     path = cfg.get(key)
     out(path in mounts and "hostPath" in vols.get(mounts[path], {}), f"agent: {key} {path} is a hostPath volume")
 probe = c.get("livenessProbe", {}).get("exec", {}).get("command", [])
-out(probe[:3] == ["ferry-agent", "status", "--state-dir"] and probe[3:4] == [cfg.get("state_dir")],
-    "agent: liveness runs ferry-agent status --state-dir <state_dir>")
+out(probe == ["ferry-agent", "status", "--state-dir", cfg.get("state_dir"), "--live"],
+    "agent: liveness runs ferry-agent status --state-dir <state_dir> --live")
+ready = c.get("readinessProbe", {}).get("exec", {}).get("command", [])
+out(ready == ["ferry-agent", "status", "--state-dir", cfg.get("state_dir")],
+    "agent: readiness runs ferry-agent status --state-dir <state_dir>")
 res = c.get("resources", {})
 out(all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")), "agent: cpu and memory requests and limits")
 out(ps.get("securityContext", {}).get("runAsNonRoot") is True, "agent: runs as non-root")
@@ -604,8 +607,10 @@ done
 if $delivered; then pass "agent ExecStart as ferry enrolls and installs a certificate"; else
   fail "agent ExecStart as ferry enrolls and installs a certificate" "$(cat "$work/agent.log")"
 fi
-check "ferry-agent status --state-dir /var/lib/ferry-agent as ferry (the liveness command)" \
+check "ferry-agent status --state-dir /var/lib/ferry-agent as ferry (the readiness command)" \
   as_ferry /usr/bin/ferry-agent status --state-dir /var/lib/ferry-agent
+check "ferry-agent status --live as ferry (the liveness command)" \
+  as_ferry /usr/bin/ferry-agent status --state-dir /var/lib/ferry-agent --live
 check "installed certificate is valid for another minute" \
   openssl x509 -in /var/lib/ferry-agent/certs/current/cert.pem -noout -checkend 60
 check "installed key.pem is owned by ferry, mode 0600" \

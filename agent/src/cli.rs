@@ -101,6 +101,11 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Liveness only: exit 0 while a `ferry-agent run` holds this state dir and its
+    /// heartbeat is fresh, whatever else is wrong (for a liveness probe: restarting helps
+    /// only a dead or wedged process). Without it, every check counts (readiness).
+    #[arg(long)]
+    pub live: bool,
 }
 
 #[derive(Debug, Args)]

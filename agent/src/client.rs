@@ -73,6 +73,25 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The server's words when it refused this node's identity for good: the node was
+    /// revoked (deleted) or a newer enrollment superseded this certificate.
+    pub fn revocation(&self) -> Option<String> {
+        use ferry_shared::error::{IDENTITY_SUPERSEDED, NODE_REVOKED};
+        match self {
+            Self::Refused {
+                status: 403,
+                problem,
+                ..
+            } if [NODE_REVOKED, IDENTITY_SUPERSEDED].contains(&problem.slug()) => Some(
+                problem
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| problem.title.clone()),
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// A response body and the clock skew measured while fetching it.

@@ -107,6 +107,9 @@ struct Delivery<'a> {
     expiry_warned_at: Option<std::time::Instant>,
     /// When `delivery-state.json` was last written.
     saved_at: Option<std::time::Instant>,
+    /// The control plane refused this identity for good (node revoked or superseded),
+    /// in the server's words: the loop ends.
+    revoked: Option<String>,
 }
 
 impl<'a> Delivery<'a> {
@@ -122,6 +125,7 @@ impl<'a> Delivery<'a> {
             operator_told: false,
             expiry_warned_at: None,
             saved_at: None,
+            revoked: None,
         }
     }
 
@@ -134,6 +138,7 @@ impl<'a> Delivery<'a> {
             DeliveryState::default()
         });
         self.record.install_dir = Some(self.dir.path().to_owned());
+        self.record.poll_wait_seconds = Some(self.cfg.poll_wait.as_secs());
         let current = self.dir.current().map(|(v, name, _)| (v, name));
         let epoch = epoch_of(session);
         let dir = self.dir.clone();
@@ -159,6 +164,9 @@ impl<'a> Delivery<'a> {
             let mut session = rx.borrow_and_update().clone();
             if let Some(unacked) = self.record.installed.clone().filter(|i| !i.acked) {
                 self.finish(unacked, rx).await;
+                if let Some(reason) = self.revoked.take() {
+                    return Err(AgentError::Revoked { reason });
+                }
                 continue;
             }
             let since = self.since(&epoch_of(&session));
@@ -171,6 +179,11 @@ impl<'a> Delivery<'a> {
             };
             let polled = match polled {
                 Ok(polled) => polled,
+                Err(err) if err.revocation().is_some() => {
+                    return Err(AgentError::Revoked {
+                        reason: err.revocation().unwrap_or_default(),
+                    });
+                }
                 Err(err) => {
                     let delay = self.delay_after(&err, &session, "bundle poll failed");
                     self.warn_if_expiring(&session);
@@ -191,7 +204,7 @@ impl<'a> Delivery<'a> {
             if moved
                 || self
                     .saved_at
-                    .is_none_or(|at| at.elapsed() > CONTACT_SAVE_INTERVAL)
+                    .is_none_or(|at| at.elapsed() > CONTACT_SAVE_INTERVAL.min(self.cfg.poll_wait))
             {
                 self.save();
             }

@@ -41,12 +41,28 @@ fn main() -> ExitCode {
                         Ok(json) => println!("{json}"),
                         Err(err) => return fail(EXIT_RUNTIME, &err.into()),
                     }
+                } else if args.live {
+                    match status.heartbeat_age_seconds {
+                        Some(age) => println!("agent running, heartbeat {age}s ago"),
+                        None => println!("agent not running"),
+                    }
                 } else {
                     println!("{status}");
                 }
-                if status.healthy {
+                let ok = if args.live {
+                    status.live
+                } else {
+                    status.healthy
+                };
+                if ok {
                     ExitCode::SUCCESS
                 } else {
+                    let why = match (args.live, status.problems.first()) {
+                        (false, _) => status.problems.join("; "),
+                        (true, Some(first)) => first.clone(),
+                        (true, None) => "the agent is not live".to_owned(),
+                    };
+                    eprintln!("ferry-agent status: {why}");
                     ExitCode::from(EXIT_RUNTIME)
                 }
             }

@@ -7,6 +7,8 @@
 //! - `agent-state.json`: server URL, service, node id, SPIFFE id, last contact, clock skew,
 //!   enrollment time.
 //! - `delivery-state.json` and `bundle-key.pending`: see [`crate::delivery`].
+//! - `agent.lock` and `revoked.json`: whether an agent runs here and whether the control
+//!   plane revoked this node, see [`liveness`].
 //!
 //! The directory is 0700 and every file in it 0600, whatever the umask. A directory or
 //! file found more open (a copied state dir, a hand-made key) is restricted at start
@@ -43,6 +45,9 @@ const KEY_FILES: [&str; 3] = [KEY_FILE, NEXT_KEY_FILE, PENDING_KEY_FILE];
 /// (written by `delivery`).
 pub const PENDING_KEY_FILE: &str = "bundle-key.pending";
 
+pub mod liveness;
+pub use liveness::{Revoked, RunLock, Running};
+
 /// What failed while reading or writing the state dir.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -67,6 +72,8 @@ pub enum StateError {
     },
     #[error("{key} does not match {cert}; remove both and enroll again with a join token")]
     KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error("another ferry-agent runs on this state dir (it holds {path})")]
+    Locked { path: PathBuf },
 }
 
 /// The non-secret facts `ferry-agent status` shows, saved after every contact.

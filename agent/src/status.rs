@@ -1,13 +1,21 @@
-//! `ferry-agent status`: what the state dir says about this node's identity and installed
-//! bundle, for people (`Display`) and scripts (`Serialize`, `--json`).
+//! `ferry-agent status`: what the state dir says about this node's identity, installed
+//! bundle and agent process, for people (`Display`) and scripts (`Serialize`, `--json`).
 //!
-//! Reads only `identity.pem`, `agent-state.json`, `delivery-state.json` and the installed
-//! `cert.pem`, never a private key, so it works for a user who may not read
-//! `identity.key`, and it never modifies anything.
+//! Healthy (exit 0) only when nothing in [`Status::problems`] applies: the agent process
+//! runs (it holds `agent.lock` and its heartbeat is fresh), the node was not revoked, the
+//! identity is valid, the installed certificate is outside the service's `alert_before`
+//! window, the last bundle did not fail (verification, install or reload hook), and the
+//! control plane was reached within three poll waits plus 30 s. [`Status::live`] is the
+//! first check alone, for liveness probes.
+//!
+//! Reads only `identity.pem`, `agent-state.json`, `delivery-state.json`, `revoked.json`,
+//! `agent.lock` and the installed `cert.pem`, never a private key, and it never modifies
+//! anything.
 
 use crate::delivery::{AckRecord, DeliveryState};
 use crate::identity::CertInfo;
-use crate::state::{CERT_FILE, StateDir, StateError};
+use crate::state::liveness::HEARTBEAT_STALE;
+use crate::state::{CERT_FILE, Revoked, Running, StateDir, StateError};
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,19 +52,43 @@ pub struct Status {
     pub last_ack: Option<AckRecord>,
     /// The last install, hook or ack failure (cleared by a good install).
     pub last_error: Option<String>,
-    /// The identity is valid and so is the installed certificate, if any: exit status 0.
+    /// A `ferry-agent run` holds the state dir's lock.
+    pub running: bool,
+    /// Since the running agent last touched its heartbeat.
+    pub heartbeat_age_seconds: Option<u64>,
+    /// Running with a fresh heartbeat: the liveness answer (`--live`).
+    pub live: bool,
+    /// The control plane revoked this node (or superseded its identity).
+    pub revoked: Option<Revoked>,
+    /// Why the node is not healthy, most serious first; empty when healthy.
+    pub problems: Vec<String>,
+    /// No problem: exit status 0.
     pub healthy: bool,
 }
 
 /// The status now.
 pub fn status(state_dir: &Path) -> Result<Status, StateError> {
-    status_at(state_dir, OffsetDateTime::now_utc())
+    let running = StateDir::new(state_dir).running()?;
+    status_at(state_dir, OffsetDateTime::now_utc(), running)
 }
 
-/// The status at `local_now` (the local clock; the measured skew is applied here).
-pub fn status_at(state_dir: &Path, local_now: OffsetDateTime) -> Result<Status, StateError> {
+/// Contact older than this many poll waits (plus [`CONTACT_SLACK_SECONDS`]) means the
+/// agent is not reaching the control plane: a polling agent's poll returns within one
+/// wait, it saves its last contact at least once per wait (at most a minute), and a brief
+/// outage's backoff adds up to 30 s.
+const CONTACT_POLLS: u64 = 3;
+const CONTACT_SLACK_SECONDS: u64 = 30;
+
+/// The status at `local_now` (the local clock; the measured skew is applied here), with
+/// the agent process as `running` found it.
+pub fn status_at(
+    state_dir: &Path,
+    local_now: OffsetDateTime,
+    running: Running,
+) -> Result<Status, StateError> {
     let dir = StateDir::new(state_dir);
     let saved = dir.load_state()?;
+    let revoked = dir.load_revoked()?;
     let delivery = DeliveryState::load(&dir)?;
     // The skew measured last, by the identity loop or the bundle poll.
     let skew = match (&saved, delivery.last_contact) {
@@ -90,6 +122,83 @@ pub fn status_at(state_dir: &Path, local_now: OffsetDateTime) -> Result<Status, 
     let (installed_version, installed_not_after) = installed_cert(&delivery);
     let installed_seconds_left = installed_not_after.map(|at| (at - server_now).whole_seconds());
     let valid = cert.as_ref().is_some_and(|c| c.is_valid_at(server_now));
+    let last_contact = saved
+        .as_ref()
+        .and_then(|s| s.last_contact)
+        .max(delivery.last_contact);
+    let heartbeat_age = match running {
+        Running::Yes { heartbeat_age } => Some(heartbeat_age),
+        Running::No => None,
+    };
+    let live = heartbeat_age.is_some_and(|age| age <= HEARTBEAT_STALE);
+
+    let mut problems = Vec::new();
+    match heartbeat_age {
+        None => problems.push("the agent is not running (no process holds agent.lock)".to_owned()),
+        Some(age) if age > HEARTBEAT_STALE => problems.push(format!(
+            "the agent process is wedged: its heartbeat is {} old",
+            human(age.as_secs() as i64)
+        )),
+        Some(_) => {}
+    }
+    if let Some(r) = &revoked {
+        problems.push(format!(
+            "the control plane revoked this node at {}: {}",
+            rfc3339(r.at),
+            r.reason
+        ));
+    }
+    match &cert {
+        None => problems.push("not enrolled".to_owned()),
+        Some(_) if !valid => problems.push("the identity certificate is not valid now".to_owned()),
+        Some(_) => {}
+    }
+    let window = delivery.alert_before_seconds.map_or(0, |w| w as i64);
+    match (installed_version, installed_seconds_left) {
+        (Some(v), Some(left)) if left <= 0 => problems.push(format!(
+            "the installed certificate (version {v}) has expired"
+        )),
+        (Some(v), Some(left)) if left <= window => problems.push(format!(
+            "the installed certificate (version {v}) expires in {}, inside the service's \
+             alert window: delivery is failing",
+            human(left)
+        )),
+        (Some(v), None) => problems.push(format!(
+            "the installed certificate (version {v}) is unreadable"
+        )),
+        (None, _) if delivery.install_dir.is_some() => {
+            problems.push("no bundle installed yet".to_owned())
+        }
+        _ => {}
+    }
+    if let Some(a) = delivery
+        .last_ack
+        .as_ref()
+        .filter(|a| a.status == ferry_shared::api::AckStatus::Failed)
+    {
+        problems.push(format!(
+            "the last bundle (version {}) failed: {}",
+            a.version,
+            delivery
+                .last_error
+                .as_deref()
+                .unwrap_or("see the agent's log")
+        ));
+    }
+    if let Some(wait) = delivery.poll_wait_seconds.filter(|_| revoked.is_none()) {
+        let bound = CONTACT_POLLS * wait + CONTACT_SLACK_SECONDS;
+        match last_contact {
+            None => problems.push("the control plane has never been reached".to_owned()),
+            Some(at) if (local_now - at).whole_seconds() > bound as i64 => problems.push(format!(
+                "the control plane was last reached at {} ({} ago, more than {})",
+                rfc3339(at),
+                human((local_now - at).whole_seconds()),
+                human(bound as i64)
+            )),
+            Some(_) => {}
+        }
+    }
+
     Ok(Status {
         state_dir: state_dir.to_owned(),
         enrolled: cert.is_some(),
@@ -103,10 +212,7 @@ pub fn status_at(state_dir: &Path, local_now: OffsetDateTime) -> Result<Status, 
             .as_ref()
             .map(|c| (c.not_after - server_now).whole_seconds()),
         server: saved.as_ref().map(|s| s.server.clone()),
-        last_contact: saved
-            .as_ref()
-            .and_then(|s| s.last_contact)
-            .max(delivery.last_contact),
+        last_contact,
         clock_skew_ms: skew,
         install_dir: delivery.install_dir,
         installed_version,
@@ -114,12 +220,12 @@ pub fn status_at(state_dir: &Path, local_now: OffsetDateTime) -> Result<Status, 
         installed_seconds_left,
         last_ack: delivery.last_ack,
         last_error: delivery.last_error,
-        // Inside the service's alert_before window the certificate should long have been
-        // renewed: delivery is failing, so node-level monitoring must hear about it.
-        healthy: valid
-            && (installed_version.is_none()
-                || installed_seconds_left
-                    .is_some_and(|s| s > delivery.alert_before_seconds.map_or(0, |w| w as i64))),
+        running: heartbeat_age.is_some(),
+        heartbeat_age_seconds: heartbeat_age.map(|a| a.as_secs()),
+        live,
+        revoked,
+        healthy: problems.is_empty(),
+        problems,
     })
 }
 
@@ -212,11 +318,22 @@ impl fmt::Display for Status {
             )?,
             None => writeln!(f, "last ack:      never")?,
         }
-        write!(
+        writeln!(
             f,
             "last error:    {}",
             self.last_error.as_deref().unwrap_or("none")
-        )
+        )?;
+        match self.heartbeat_age_seconds {
+            Some(age) => writeln!(f, "agent:         running (heartbeat {}s ago)", age)?,
+            None => writeln!(f, "agent:         NOT RUNNING")?,
+        }
+        if let Some(r) = &self.revoked {
+            writeln!(f, "revoked:       at {}: {}", rfc3339(r.at), r.reason)?;
+        }
+        match self.problems.as_slice() {
+            [] => write!(f, "health:        ok"),
+            problems => write!(f, "health:        UNHEALTHY: {}", problems.join("; ")),
+        }
     }
 }
 
@@ -235,140 +352,4 @@ fn human(seconds: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::{AgentState, StateDir};
-    use time::macros::datetime;
-
-    #[test]
-    fn missing_state_dir_is_not_enrolled_and_not_valid() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let st =
-            status_at(&dir.path().join("absent"), datetime!(2026-01-01 00:00 UTC)).expect("status");
-        assert!(!st.enrolled && !st.valid);
-        assert!(st.to_string().contains("not enrolled"), "{st}");
-        let json = serde_json::to_value(&st).expect("serializes");
-        assert_eq!(json["valid"], false);
-    }
-
-    #[test]
-    fn status_applies_the_measured_skew_and_reports_time_left() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = StateDir::new(dir.path());
-        let (cert_pem, _key) = crate::testkit::self_signed_identity(
-            "spiffe://ferry.local/service/web/node/n-1",
-            datetime!(2026-01-01 00:00 UTC),
-            datetime!(2026-01-01 01:00 UTC),
-        );
-        std::fs::write(state.file(CERT_FILE), cert_pem).expect("write cert");
-        let saved = AgentState {
-            server: "https://cp.example:8443".to_owned(),
-            service: "web".parse().expect("valid"),
-            node_id: "n-1".parse().expect("valid"),
-            spiffe_id: "spiffe://ferry.local/service/web/node/n-1".to_owned(),
-            last_contact: Some(datetime!(2026-01-01 00:10 UTC)),
-            clock_skew_ms: 120_000,
-            enrolled_at: None,
-        };
-        state.save_state(&saved).expect("save");
-
-        // Local 00:59 is server 01:01: already expired on the clock that matters.
-        let st = status_at(dir.path(), datetime!(2026-01-01 00:59 UTC)).expect("status");
-        assert!(st.enrolled && !st.valid);
-        assert_eq!(st.seconds_left, Some(-60));
-        assert!(st.to_string().contains("EXPIRED"), "{st}");
-
-        let st = status_at(dir.path(), datetime!(2026-01-01 00:18 UTC)).expect("status");
-        assert!(st.valid);
-        assert_eq!(st.seconds_left, Some(40 * 60));
-        assert_eq!(st.server.as_deref(), Some("https://cp.example:8443"));
-        let text = st.to_string();
-        assert!(
-            text.contains("40m 0s left") && text.contains("+120000 ms"),
-            "{text}"
-        );
-        let json = serde_json::to_value(&st).expect("serializes");
-        assert_eq!(
-            json["spiffe_id"],
-            "spiffe://ferry.local/service/web/node/n-1"
-        );
-        assert_eq!(json["not_after"], "2026-01-01T01:00:00Z");
-    }
-
-    #[test]
-    fn an_expired_installed_certificate_makes_the_node_unhealthy() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = StateDir::new(dir.path().join("state"));
-        state.create().expect("mkdir");
-        let spiffe = "spiffe://ferry.local/service/web/node/n-1";
-        let (identity, _) = crate::testkit::self_signed_identity(
-            spiffe,
-            datetime!(2026-01-01 00:00 UTC),
-            datetime!(2026-01-02 00:00 UTC),
-        );
-        std::fs::write(state.file(CERT_FILE), identity).expect("write identity");
-        let (delivered, key) = crate::testkit::self_signed_identity(
-            spiffe,
-            datetime!(2026-01-01 00:00 UTC),
-            datetime!(2026-01-01 01:00 UTC),
-        );
-        let install = crate::install::InstallDir::new(dir.path().join("install"));
-        let files = crate::bundle::BundleFiles {
-            cert: delivered,
-            key: crate::config::Secret::new(key),
-            chain: String::new(),
-            ca: String::new(),
-            metadata_json: "{}".to_owned(),
-            metadata: Vec::new(),
-        };
-        install.install("2", &files).expect("install");
-        let record = DeliveryState {
-            install_dir: Some(install.path().to_owned()),
-            last_ack: Some(AckRecord {
-                version: 2,
-                status: ferry_shared::api::AckStatus::Installed,
-                at: datetime!(2026-01-01 00:01 UTC),
-            }),
-            ..DeliveryState::default()
-        };
-        record.save(&state).expect("save");
-
-        let st = status_at(state.path(), datetime!(2026-01-01 00:30 UTC)).expect("status");
-        assert!(st.valid && st.healthy, "{st:?}");
-        assert_eq!(st.installed_version, Some(2));
-        assert_eq!(st.installed_seconds_left, Some(30 * 60));
-        let text = st.to_string();
-        assert!(
-            text.contains("version 2, certificate valid until"),
-            "{text}"
-        );
-        assert!(
-            text.contains("last ack:      version 2 installed"),
-            "{text}"
-        );
-
-        // Inside the service's alert_before window (10 minutes): unhealthy already.
-        let mut windowed = DeliveryState::load(&state).expect("load");
-        windowed.alert_before_seconds = Some(600);
-        windowed.save(&state).expect("save");
-        let st = status_at(state.path(), datetime!(2026-01-01 00:49 UTC)).expect("status");
-        assert!(st.healthy, "11 minutes left, outside the window: {st:?}");
-        let st = status_at(state.path(), datetime!(2026-01-01 00:51 UTC)).expect("status");
-        assert!(
-            !st.healthy,
-            "9 minutes left, inside the alert_before window: exit 1"
-        );
-
-        let st = status_at(state.path(), datetime!(2026-01-01 02:00 UTC)).expect("status");
-        assert!(st.valid, "the identity is still valid");
-        assert!(!st.healthy, "but the installed certificate expired: exit 1");
-        assert!(st.to_string().contains("certificate EXPIRED"), "{st}");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(human(5), "5s");
-        assert_eq!(human(65), "1m 5s");
-        assert_eq!(human(3725), "1h 2m 5s");
-    }
-}
+mod tests;

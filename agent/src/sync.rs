@@ -12,7 +12,8 @@ use crate::backoff::Backoff;
 use crate::client::{Client, ClientError, Timed, fetch_trust_bundle_pinned};
 use crate::config::{AgentConfig, CaPin, ConfigError};
 use crate::identity::{CertInfo, IdentityError, NodeKey, pem_certificates, renew_at};
-use crate::state::{AgentState, CERT_FILE, StateDir, StateError};
+use crate::state::liveness::HEARTBEAT_EVERY;
+use crate::state::{AgentState, CERT_FILE, RunLock, StateDir, StateError};
 use ferry_shared::SpiffeId;
 use ferry_shared::api::{EnrollRequest, IdentityIssued};
 use std::future::Future;
@@ -55,6 +56,12 @@ pub enum AgentError {
         service: String,
         node: String,
     },
+    #[error(
+        "the control plane revoked this node ({reason}); it polls no more until it is \
+         enrolled again (ferry-agent enroll --join-token TOKEN, with a token that may replace \
+         the node if another one took its place)"
+    )]
+    Revoked { reason: String },
 }
 
 /// The result of a successful enrollment.
@@ -90,6 +97,7 @@ pub async fn enroll(cfg: &AgentConfig) -> Result<Enrolled, AgentError> {
     let state = StateDir::new(&cfg.state_dir);
     state.create()?;
     let session = enroll_once(cfg, &state).await?;
+    state.clear_revoked()?;
     Ok(Enrolled {
         spiffe_id: session.spiffe_id,
         not_after: session.cert.not_after,
@@ -99,10 +107,28 @@ pub async fn enroll(cfg: &AgentConfig) -> Result<Enrolled, AgentError> {
 
 /// Runs the agent until `shutdown` completes: enrolls if needed (retrying transient
 /// failures), then keeps the identity renewed. Returns `Err` only for failures an operator
-/// must fix before a restart can help (e.g. the join token was refused).
+/// must fix before a restart can help (e.g. the join token was refused). Holds the state
+/// dir's run lock throughout and touches its heartbeat; a node the control plane revoked
+/// waits, polling nothing, until `ferry-agent enroll` replaces its identity.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let state = StateDir::new(&cfg.state_dir);
+    state.create()?;
+    let lock = state.lock_run(LOCK_WAIT).await?;
+    let work = async {
+        loop {
+            let reason = match run_loops(&cfg, &state).await {
+                Err(AgentError::Revoked { reason }) => reason,
+                other => return other,
+            };
+            let revoked = state.mark_revoked(&reason)?;
+            error!(revoked_at = %revoked.at, "{}", AgentError::Revoked { reason: revoked.reason });
+            wait_for_new_enrollment(&state).await;
+            info!("the revocation record is gone (enrolled again); resuming");
+        }
+    };
     tokio::select! {
-        res = run_loops(&cfg) => res,
+        res = work => res,
+        () = heartbeat(&lock) => unreachable!("the heartbeat never ends"),
         () = shutdown => {
             info!("shutting down");
             Ok(())
@@ -110,21 +136,50 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     }
 }
 
-async fn run_loops(cfg: &AgentConfig) -> Result<(), AgentError> {
-    let state = StateDir::new(&cfg.state_dir);
-    state.create()?;
-    let session = match load_session(cfg, &state)? {
+/// How long a starting agent waits for the run lock of one that is just ending.
+const LOCK_WAIT: StdDuration = StdDuration::from_secs(5);
+
+/// Touches the run lock's heartbeat forever; a failure is logged once.
+async fn heartbeat(lock: &RunLock) {
+    let mut told = false;
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        if let Err(err) = lock.beat()
+            && !std::mem::replace(&mut told, true)
+        {
+            warn!(error = %err, "could not touch the heartbeat of agent.lock");
+        }
+    }
+}
+
+/// Completes once `revoked.json` is gone.
+async fn wait_for_new_enrollment(state: &StateDir) {
+    loop {
+        tokio::time::sleep(StdDuration::from_secs(2)).await;
+        if matches!(state.load_revoked(), Ok(None)) {
+            return;
+        }
+    }
+}
+
+async fn run_loops(cfg: &AgentConfig, state: &StateDir) -> Result<(), AgentError> {
+    if let Some(revoked) = state.load_revoked()? {
+        return Err(AgentError::Revoked {
+            reason: revoked.reason,
+        });
+    }
+    let session = match load_session(cfg, state)? {
         Some(session) => session,
         None => {
             info!(state_dir = %state.path().display(), "no identity yet, enrolling");
-            enroll_until_done(cfg, &state).await?
+            enroll_until_done(cfg, state).await?
         }
     };
     info!(spiffe_id = %session.spiffe_id, not_after = %session.cert.not_after, "identity ready");
     let (identity_tx, _identity_rx) = watch::channel(session);
     tokio::try_join!(
-        identity_loop(cfg, &state, &identity_tx),
-        crate::delivery::delivery_loop(cfg, &state, &identity_tx),
+        identity_loop(cfg, state, &identity_tx),
+        crate::delivery::delivery_loop(cfg, state, &identity_tx),
     )
     .map(drop)
 }
@@ -225,6 +280,11 @@ async fn identity_loop(
             }
             Err(err) => err,
         };
+        if let AgentError::Client(c) = &err
+            && let Some(reason) = c.revocation()
+        {
+            return Err(AgentError::Revoked { reason });
+        }
         let delay = match decide(&err, phase) {
             Retry::Soon => backoff.next_delay(),
             Retry::Slowly | Retry::Fatal => backoff.slow_delay(),

@@ -5,6 +5,13 @@ use serde::{Deserialize, Serialize};
 /// Media type of [`Problem`] responses.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// 403 slug: the node this identity names was deleted (revoked) or never existed. An
+/// agent that gets it stops polling until an operator enrolls it again.
+pub const NODE_REVOKED: &str = "node-revoked";
+/// 403 slug: a newer enrollment replaced this identity certificate (takeover recovery, or
+/// the retry window of a renewed identity has passed).
+pub const IDENTITY_SUPERSEDED: &str = "identity-superseded";
+
 /// An RFC 7807 problem document. `type` is a stable, machine-readable slug under
 /// `https://ferry.dev/problems/`; `detail` is for humans.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -145,10 +145,11 @@ async fn ferryctl_and_agent_enroll_a_node(backend: Backend) {
         .output()
         .await
         .expect("status runs");
-    assert!(
-        status.status.success(),
-        "status: {}",
-        String::from_utf8_lossy(&status.stderr)
+    // Enrolled is not running: no `ferry-agent run` holds the state dir yet.
+    assert_eq!(status.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&status.stderr).trim(),
+        "ferry-agent status: the agent is not running (no process holds agent.lock)"
     );
     assert!(
         String::from_utf8_lossy(&status.stdout)

@@ -3,6 +3,7 @@
 mod adversarial;
 mod agent_delivery;
 mod agent_resilience;
+mod agent_status;
 mod api;
 mod bench_fleet;
 mod bench_floors;

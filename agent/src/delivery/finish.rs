@@ -209,6 +209,10 @@ impl Delivery<'_> {
                 }
                 Err(err) => err,
             };
+            if let Some(reason) = err.revocation() {
+                self.revoked = Some(reason);
+                return;
+            }
             let delay = match decide_request(&err) {
                 Retry::Soon => backoff.next_delay(),
                 Retry::Slowly => backoff.slow_delay(),

@@ -77,6 +77,11 @@ pub struct DeliveryState {
     /// close to expiry means delivery is failing.
     #[serde(default)]
     pub alert_before_seconds: Option<u64>,
+    /// The agent's `poll_wait`: a running agent that reaches the control plane saves
+    /// `last_contact` at least every two polls plus a minute, so `status` derives from it
+    /// how old a contact may be.
+    #[serde(default)]
+    pub poll_wait_seconds: Option<u64>,
 }
 
 impl DeliveryState {

@@ -287,7 +287,7 @@ pub async fn renew(
             )?;
             if !renewed {
                 // Superseded meanwhile, or an old identity whose one retry is spent.
-                return Err(ApiError::forbidden(
+                return Err(ApiError::superseded(
                     "this identity certificate was superseded; it cannot renew",
                 ));
             }

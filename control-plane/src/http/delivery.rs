@@ -103,7 +103,7 @@ pub async fn bundle(
                     serve(&st)
                         .current_and_cached(c, &s, &n, store::now_ms(), true, Some(&serial))
                         .map_err(|e| match e {
-                            e @ CurrentError::Superseded => ApiError::forbidden(e.to_string()),
+                            e @ CurrentError::Superseded => ApiError::superseded(e.to_string()),
                             e => ApiError::Internal(e.into()),
                         })
                 })
@@ -223,8 +223,8 @@ pub async fn ack(
 
 fn ack_error(e: AckError) -> ApiError {
     match e {
-        AckError::Revoked => ApiError::forbidden("node is revoked"),
-        e @ AckError::Superseded => ApiError::forbidden(e.to_string()),
+        AckError::Revoked => ApiError::node_revoked("node is revoked"),
+        e @ AckError::Superseded => ApiError::superseded(e.to_string()),
         e @ (AckError::AheadOfDesired { .. } | AckError::HashMismatch(_)) => {
             ApiError::conflict(e.to_string())
         }

@@ -45,6 +45,22 @@ impl ApiError {
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
+    /// 403 `node-revoked`: the identity names a node that is gone.
+    pub fn node_revoked(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ferry_shared::error::NODE_REVOKED,
+            detail,
+        )
+    }
+    /// 403 `identity-superseded`: a newer enrollment replaced this certificate.
+    pub fn superseded(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ferry_shared::error::IDENTITY_SUPERSEDED,
+            detail,
+        )
+    }
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }

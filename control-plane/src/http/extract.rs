@@ -220,13 +220,13 @@ pub fn check_serial(
         Some(node) if node.accepts_serial(serial, store::now_ms()) => Ok(node),
         Some(_) => {
             tracing::info!(spiffe_id = %id, "refused superseded identity certificate");
-            Err(ApiError::forbidden(
+            Err(ApiError::superseded(
                 "this identity certificate was superseded by a re-enrollment",
             ))
         }
         None => {
             tracing::info!(spiffe_id = %id, "refused certificate of an unknown or revoked node");
-            Err(ApiError::forbidden(
+            Err(ApiError::node_revoked(
                 "node is revoked or unknown; enroll again with a join token",
             ))
         }
