@@ -131,6 +131,7 @@ mod tests {
             webhook_secret_sealed: None,
             webhook_key_id: None,
             dns_suffixes: None,
+            ip_ranges: None,
             wildcard_names: false,
         }
     }

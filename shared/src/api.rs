@@ -152,8 +152,9 @@ pub struct ServiceSettings {
     pub grace_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_before_seconds: Option<u64>,
-    /// DNS names of delivered certificates, comma-separated, with `{node}`, `{service}`
-    /// and `{trust_domain}` (default `{node}.{service}.{trust_domain}`; empty: none).
+    /// Names of delivered certificates, comma-separated, with `{node}`, `{service}` and
+    /// `{trust_domain}` (default `{node}.{service}.{trust_domain}`; empty: none). An
+    /// entry that is an IP address becomes an IP SAN (it must be in `ip_ranges`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub san_template: Option<String>,
     /// Deployment admin only: the DNS suffixes this service's certificates may name
@@ -164,6 +165,11 @@ pub struct ServiceSettings {
     /// Deployment admin only: whether a name may start with a `*` label (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wildcard_names: Option<bool>,
+    /// Deployment admin only: the IP networks (CIDR, e.g. `10.20.0.0/16`) whose
+    /// addresses `san_template` may name, as IP SANs (default: none). Loopback,
+    /// unspecified, link-local and multicast addresses are refused whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_ranges: Option<Vec<String>>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -197,6 +203,9 @@ pub struct Service {
     pub dns_suffixes: Vec<String>,
     #[serde(default)]
     pub wildcard_names: bool,
+    /// The IP networks an admin allowed as IP SANs (empty: no IP address).
+    #[serde(default)]
+    pub ip_ranges: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

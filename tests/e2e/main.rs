@@ -22,6 +22,7 @@ mod issuance;
 mod metadata;
 mod metrics;
 mod monitoring;
+mod names;
 mod objects;
 mod openapi;
 mod outbound;

@@ -36,7 +36,8 @@ pub fn render_sans(template: &str, id: &SpiffeId) -> Vec<String> {
         .collect()
 }
 
-/// Whether `template` renders to valid DNS names (checked when a service is saved).
+/// Whether `template` renders to valid DNS names or IP addresses (checked when a service
+/// is saved).
 pub fn template_is_valid(template: &str) -> bool {
     let sample = SpiffeId {
         trust_domain: ferry_shared::TrustDomain::parse("example.org")
@@ -50,14 +51,15 @@ pub fn template_is_valid(template: &str) -> bool {
         .split(',')
         .all(|t| !t.contains('{') || t.contains('}'))
         && render_sans(template, &sample).iter().all(|n| {
-            n.len() <= 253
-                && !n.contains("{")
-                && n.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
-                })
+            n.parse::<std::net::IpAddr>().is_ok()
+                || (n.len() <= 253
+                    && !n.contains("{")
+                    && n.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                    }))
         })
 }
 
@@ -85,11 +87,14 @@ impl Ca {
         params.distinguished_name = dn;
         let mut sans = vec![SanType::URI(id.to_string().try_into()?)];
         for name in dns_names {
-            sans.push(SanType::DnsName(
-                name.clone()
-                    .try_into()
-                    .map_err(|_| CaError::BadServerName(name.clone()))?,
-            ));
+            sans.push(match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    name.clone()
+                        .try_into()
+                        .map_err(|_| CaError::BadServerName(name.clone()))?,
+                ),
+            });
         }
         params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;

@@ -1,13 +1,15 @@
-//! Which DNS names a service's delivered certificates may carry.
+//! Which names a service's delivered certificates may carry.
 //!
 //! A tenant writes the SAN template; an admin sets the names it may render to (DNS
-//! suffixes, wildcards on or off) beside the service's own `<service>.<trust domain>`,
-//! which is all it may name without an admin's word. Whatever the policy, a certificate
-//! never names the control plane (its configured server names), `localhost`, or an IP
-//! address written as a DNS name. Checked when a service is saved (422) and again for
+//! suffixes, wildcards on or off, IP networks) beside the service's own
+//! `<service>.<trust domain>`, which is all it may name without an admin's word: no IP
+//! address at all by default. Whatever the policy, a certificate never names the control
+//! plane (its configured server names), `localhost`, or a loopback, unspecified,
+//! link-local or multicast address. Checked when a service is saved (422) and again for
 //! every certificate issued, with the node's real id in the template.
 
 use ferry_shared::SpiffeId;
+use ipnet::IpNet;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,8 +22,42 @@ pub enum NameError {
     WildcardRefused(String),
     #[error("{0:?} is not a valid DNS name (a '*' only as the whole leftmost label)")]
     Invalid(String),
-    #[error("{0:?} is an IP address, not a DNS name")]
-    IpAddress(String),
+    #[error("{ip} is outside the IP networks this service may name ({allowed})")]
+    IpOutsidePolicy { ip: String, allowed: String },
+    #[error("{0} is a loopback, unspecified, link-local or multicast address")]
+    IpReserved(String),
+}
+
+/// Parses an admin's IP network (`10.20.0.0/16`, `fd00:1::/64`, or one address); the
+/// host bits must be zero, so what is stored is what is meant.
+pub fn parse_ip_range(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    let net: IpNet = match s.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => s
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("{s:?} is not an IP network (CIDR) or address"))?,
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "{s:?} has host bits set; the network is {}",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+/// Addresses no certificate names whatever the policy says.
+fn ip_reserved(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || match ip {
+            IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+            IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        }
 }
 
 /// The names one service may put in certificates.
@@ -30,6 +66,7 @@ pub struct NamePolicy {
     suffixes: Vec<String>,
     wildcards: bool,
     reserved: Vec<String>,
+    ip_ranges: Vec<IpNet>,
 }
 
 /// A suffix as stored: lower case, without a leading or trailing dot.
@@ -76,7 +113,39 @@ impl NamePolicy {
             suffixes,
             wildcards,
             reserved: reserved.iter().map(|r| r.to_ascii_lowercase()).collect(),
+            ip_ranges: Vec::new(),
         }
+    }
+
+    /// The IP networks an admin allowed as IP SANs.
+    pub fn with_ip_ranges(mut self, ranges: Vec<IpNet>) -> Self {
+        self.ip_ranges = ranges;
+        self
+    }
+
+    fn check_ip(&self, ip: IpAddr) -> Result<(), NameError> {
+        if ip_reserved(ip) || self.reserved.contains(&ip.to_string()) {
+            return Err(NameError::IpReserved(ip.to_string()));
+        }
+        if self
+            .ip_ranges
+            .iter()
+            .any(|n| n.contains(&ip.to_canonical()))
+        {
+            return Ok(());
+        }
+        let allowed = match self.ip_ranges.as_slice() {
+            [] => "none; an admin sets ip_ranges".to_owned(),
+            nets => nets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        Err(NameError::IpOutsidePolicy {
+            ip: ip.to_string(),
+            allowed,
+        })
     }
 
     /// Every name of `names` is allowed, or the first that is not.
@@ -86,8 +155,8 @@ impl NamePolicy {
 
     pub fn check(&self, name: &str) -> Result<(), NameError> {
         let name = name.to_ascii_lowercase();
-        if name.parse::<IpAddr>().is_ok() {
-            return Err(NameError::IpAddress(name));
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return self.check_ip(ip);
         }
         let (wildcard, base) = match name.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -203,7 +272,10 @@ mod tests {
             p.check("*.example.com"),
             Err(NameError::Reserved(_))
         ));
-        assert!(matches!(p.check("10.0.0.1"), Err(NameError::IpAddress(_))));
+        assert!(matches!(
+            p.check("10.0.0.1"),
+            Err(NameError::IpOutsidePolicy { .. })
+        ));
         assert!(matches!(p.check("*"), Err(NameError::Invalid(_))));
         assert!(matches!(
             p.check("a.*.example.com"),
@@ -229,5 +301,52 @@ mod tests {
         for bad in ["com", "", "10.0.0.1", "a..b", "*.example.com"] {
             assert!(!suffix_is_valid(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn ip_addresses_need_an_admins_network_and_never_loopback() {
+        let nets = ["10.20.0.0/16", "fd00:1::/64"]
+            .iter()
+            .map(|n| parse_ip_range(n).expect("valid"))
+            .collect();
+        let p = default_policy().with_ip_ranges(nets);
+        assert_eq!(p.check("10.20.3.4"), Ok(()));
+        assert_eq!(p.check("fd00:1::7"), Ok(()));
+        assert_eq!(
+            p.check("::ffff:10.20.3.4"),
+            Ok(()),
+            "IPv4-mapped is the IPv4"
+        );
+        for outside in ["10.21.0.1", "192.168.1.1", "fd00:2::1"] {
+            assert!(
+                matches!(p.check(outside), Err(NameError::IpOutsidePolicy { .. })),
+                "{outside}"
+            );
+        }
+        let everything = default_policy().with_ip_ranges(vec![
+            parse_ip_range("0.0.0.0/0").expect("valid"),
+            parse_ip_range("::/0").expect("valid"),
+        ]);
+        for reserved in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "169.254.169.254",
+            "fe80::1",
+            "224.0.0.1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(
+                matches!(everything.check(reserved), Err(NameError::IpReserved(_))),
+                "{reserved}"
+            );
+        }
+        assert!(parse_ip_range("10.20.0.1/16").is_err(), "host bits set");
+        assert!(parse_ip_range("10.20.0.0/33").is_err());
+        assert!(parse_ip_range("ten").is_err());
+        assert_eq!(
+            parse_ip_range("10.1.2.3").expect("one address").to_string(),
+            "10.1.2.3/32"
+        );
     }
 }

@@ -62,6 +62,7 @@ pub fn name_policy(
         svc.wildcard_names,
         reserved,
     )
+    .with_ip_ranges(svc.ip_range_list())
 }
 
 /// Deterministic jitter spreads renewals over part of the renew window, so nodes issued

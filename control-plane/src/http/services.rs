@@ -38,6 +38,7 @@ pub fn to_api(r: ServiceRow) -> Result<Service, ApiError> {
         san_template: r.san_template.clone(),
         dns_suffixes: r.dns_suffix_list().unwrap_or_default(),
         wildcard_names: r.wildcard_names,
+        ip_ranges: r.ip_range_list().iter().map(ToString::to_string).collect(),
         created_at: store::from_ms(r.created_at),
         updated_at: store::from_ms(r.updated_at),
     })
@@ -86,7 +87,7 @@ fn apply_settings(
     if let Some(t) = &s.san_template {
         if !crate::ca::leaf::template_is_valid(t) {
             return Err(invalid(format!(
-                "san_template {t:?} does not render to DNS names (placeholders: {{node}}, {{service}}, {{trust_domain}})"
+                "san_template {t:?} does not render to DNS names or IP addresses (placeholders: {{node}}, {{service}}, {{trust_domain}})"
             )));
         }
         row.san_template = t.clone();
@@ -99,20 +100,31 @@ fn apply_settings(
     Ok(())
 }
 
-/// `dns_suffixes` and `wildcard_names` decide which names a tenant's certificates carry,
-/// so only the deployment admin sets them.
+/// `dns_suffixes`, `wildcard_names` and `ip_ranges` decide which names a tenant's
+/// certificates carry, so only the deployment admin sets them.
 fn apply_name_policy(
     caller: &Caller,
     row: &mut ServiceRow,
     s: &ServiceSettings,
 ) -> Result<(), ApiError> {
-    if s.dns_suffixes.is_none() && s.wildcard_names.is_none() {
+    if s.dns_suffixes.is_none() && s.wildcard_names.is_none() && s.ip_ranges.is_none() {
         return Ok(());
     }
     if caller.tenant.is_some() {
         return Err(ApiError::forbidden(
-            "dns_suffixes and wildcard_names are set by the deployment admin only",
+            "dns_suffixes, wildcard_names and ip_ranges are set by the deployment admin only",
         ));
+    }
+    if let Some(list) = &s.ip_ranges {
+        let mut nets = Vec::new();
+        for n in list {
+            let net = names::parse_ip_range(n).map_err(|e| {
+                ApiError::unprocessable("invalid-settings", format!("ip_ranges: {e}"))
+            })?;
+            nets.push(net.to_string());
+        }
+        row.ip_ranges = (!nets.is_empty())
+            .then(|| serde_json::to_string(&nets).unwrap_or_else(|_| "[]".into()));
     }
     if let Some(list) = &s.dns_suffixes {
         if let Some(bad) = list.iter().find(|x| !names::suffix_is_valid(x)) {
@@ -217,6 +229,7 @@ pub async fn create(
         webhook_key_id: None,
         dns_suffixes: None,
         wildcard_names: false,
+        ip_ranges: None,
     };
     apply_settings(&state, &caller, &mut row, &req.settings, true)?;
     let entry = caller.audit(

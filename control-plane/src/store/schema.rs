@@ -61,6 +61,7 @@ diesel::table! {
         node_count -> BigInt,
         dns_suffixes -> Nullable<Text>,
         wildcard_names -> Bool,
+        ip_ranges -> Nullable<Text>,
     }
 }
 

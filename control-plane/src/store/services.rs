@@ -27,6 +27,8 @@ pub struct ServiceRow {
     /// JSON array of the DNS suffixes an admin allowed (None: the service's subtree).
     pub dns_suffixes: Option<String>,
     pub wildcard_names: bool,
+    /// JSON array of the IP networks an admin allowed as IP SANs (None: no IP).
+    pub ip_ranges: Option<String>,
 }
 
 impl ServiceRow {
@@ -35,6 +37,18 @@ impl ServiceRow {
         self.dns_suffixes
             .as_deref()
             .and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    /// The admin's IP networks (none when unset; a stored entry that does not parse
+    /// allows nothing).
+    pub fn ip_range_list(&self) -> Vec<ipnet::IpNet> {
+        self.ip_ranges
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()
     }
 }
 

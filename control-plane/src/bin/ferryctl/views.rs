@@ -263,6 +263,7 @@ mod tests {
             alert_before_seconds: 900,
             san_template: "{node}.{service}.{trust_domain}".into(),
             dns_suffixes: Vec::new(),
+            ip_ranges: Vec::new(),
             wildcard_names: false,
             created_at: datetime!(2026-01-02 03:04:05 UTC),
             updated_at: datetime!(2026-01-02 03:04:05 UTC),

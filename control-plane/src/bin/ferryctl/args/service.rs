@@ -66,6 +66,10 @@ pub struct SettingsArgs {
     /// Admin only: allow (true) or refuse (false) names with a leftmost `*` label.
     #[arg(long, value_name = "true|false")]
     pub wildcard_names: Option<bool>,
+    /// Admin only: an IP network (CIDR) whose addresses the SAN template may name as IP
+    /// SANs (repeat for more; default: none).
+    #[arg(long = "ip-range", value_name = "CIDR")]
+    pub ip_ranges: Vec<String>,
 }
 
 impl SettingsArgs {
@@ -85,6 +89,7 @@ impl SettingsArgs {
             san_template: self.san_template.clone(),
             dns_suffixes: (!self.dns_suffixes.is_empty()).then(|| self.dns_suffixes.clone()),
             wildcard_names: self.wildcard_names,
+            ip_ranges: (!self.ip_ranges.is_empty()).then(|| self.ip_ranges.clone()),
         }
     }
 }
