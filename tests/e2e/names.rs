@@ -61,7 +61,9 @@ async fn ip_sans_are_issued_only_inside_the_admins_networks() {
     // Arrange: tenant alpha's service alpha-web.
     let cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
     let alpha = tenant(&cp, "alpha").await;
-    let created = alpha.post("/v1/services", json!({ "name": "alpha-web" })).await;
+    let created = alpha
+        .post("/v1/services", json!({ "name": "alpha-web" }))
+        .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let with_ip = json!({ "san_template": "{node}.{service}.{trust_domain}, 10.20.3.4" });
 
@@ -76,14 +78,23 @@ async fn ip_sans_are_issued_only_inside_the_admins_networks() {
         r.body
     );
     let r = alpha
-        .patch("/v1/services/alpha-web", json!({ "ip_ranges": ["10.20.0.0/16"] }))
+        .patch(
+            "/v1/services/alpha-web",
+            json!({ "ip_ranges": ["10.20.0.0/16"] }),
+        )
         .await;
     r.assert_problem(403);
 
     // The admin allows 10.20.0.0/16 with ferryctl; a malformed network is one clear line.
     let ctl = Ferryctl::new(&cp);
     let bad = ctl
-        .run(&["service", "update", "alpha-web", "--ip-range", "10.20.0.1/16"])
+        .run(&[
+            "service",
+            "update",
+            "alpha-web",
+            "--ip-range",
+            "10.20.0.1/16",
+        ])
         .await;
     assert!(!bad.status.success());
     let said = String::from_utf8_lossy(&bad.stderr);
