@@ -110,6 +110,16 @@ struct Delivery<'a> {
     /// The control plane refused this identity for good (node revoked or superseded),
     /// in the server's words: the loop ends.
     revoked: Option<String>,
+    /// The installed version whose reload command failed, and when to run it again.
+    hook_retry: Option<HookRetry>,
+}
+
+/// A failed reload command waiting for its next run.
+struct HookRetry {
+    /// The installed version's directory under `versions/`.
+    dir: String,
+    at: tokio::time::Instant,
+    backoff: Backoff,
 }
 
 impl<'a> Delivery<'a> {
@@ -126,6 +136,7 @@ impl<'a> Delivery<'a> {
             expiry_warned_at: None,
             saved_at: None,
             revoked: None,
+            hook_retry: None,
         }
     }
 
@@ -151,6 +162,13 @@ impl<'a> Delivery<'a> {
         if let Some(i) = &self.record.installed {
             info!(version = i.version, acked = i.acked, "installed bundle");
         }
+        // A reload command that failed before a restart runs again soon.
+        if let Some((dir, true)) = self.record.installed.as_ref().map(|i| {
+            let failed = i.acked && i.outcome.as_ref().is_some_and(|o| o.hook_failed);
+            (i.dir.clone(), failed)
+        }) {
+            self.note_hook(&dir, true);
+        }
         self.record.save(self.state)?;
         Ok(())
     }
@@ -170,10 +188,18 @@ impl<'a> Delivery<'a> {
                 continue;
             }
             let since = self.since(&epoch_of(&session));
+            let hook_due = self.hook_retry.as_ref().map(|r| r.at);
             let polled = tokio::select! {
                 polled = session.client.poll_bundle(since, self.cfg.poll_wait) => polled,
                 () = identity_changed(rx, &session.cert_pem) => {
                     debug!("identity changed, polling again with the new one");
+                    continue;
+                }
+                () = sleep_until(hook_due) => {
+                    self.retry_hook(rx).await;
+                    if let Some(reason) = self.revoked.take() {
+                        return Err(AgentError::Revoked { reason });
+                    }
                     continue;
                 }
             };
@@ -433,6 +459,14 @@ impl<'a> Delivery<'a> {
     }
 }
 
+/// Completes at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Completes when the published identity's certificate differs from `cert_pem`.
 async fn identity_changed(rx: &mut watch::Receiver<Session>, cert_pem: &str) {
     loop {
@@ -463,6 +497,7 @@ fn failed(error: String) -> Outcome {
         status: AckStatus::Failed,
         error: Some(error),
         hook_exit_code: None,
+        hook_failed: false,
     }
 }
 

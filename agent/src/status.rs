@@ -176,14 +176,24 @@ pub fn status_at(
         .as_ref()
         .filter(|a| a.status == ferry_shared::api::AckStatus::Failed)
     {
-        problems.push(format!(
-            "the last bundle (version {}) failed: {}",
-            a.version,
-            delivery
-                .last_error
-                .as_deref()
-                .unwrap_or("see the agent's log")
-        ));
+        let error = delivery
+            .last_error
+            .as_deref()
+            .unwrap_or("see the agent's log");
+        let reload_failed = delivery
+            .installed
+            .as_ref()
+            .filter(|i| i.version == a.version)
+            .and_then(|i| i.outcome.as_ref())
+            .is_some_and(|o| o.hook_failed);
+        problems.push(if reload_failed {
+            format!(
+                "version {} is installed but its reload command failed (it is retried): {error}",
+                a.version
+            )
+        } else {
+            format!("the last bundle (version {}) failed: {error}", a.version)
+        });
     }
     if let Some(wait) = delivery.poll_wait_seconds.filter(|_| revoked.is_none()) {
         let bound = CONTACT_POLLS * wait + CONTACT_SLACK_SECONDS;

@@ -2,7 +2,8 @@
 //! really fine, and otherwise exits 1 with one line saying why: the agent is not
 //! running, the control plane has not been reached within the bound its poll wait
 //! gives, the node was revoked (the agent then stops polling and says so once at
-//! ERROR, until `ferry-agent enroll` brings it back), or the last reload hook failed.
+//! ERROR, until `ferry-agent enroll` brings it back), or the last reload hook failed
+//! (reported with its output, and retried until it succeeds).
 //! `status --live` answers only whether the process runs.
 
 use ferry_tests::agent::{agent_command, read_installed};
@@ -175,26 +176,47 @@ async fn a_revoked_node_stops_polling_says_so_once_and_comes_back_when_enrolled_
 }
 
 #[tokio::test]
-async fn a_failed_reload_hook_makes_the_node_unhealthy_with_the_hook_error() {
+async fn a_failed_reload_hook_is_reported_with_its_output_and_retried_until_it_works() {
     let (cp, token, dir) = setup().await;
-    let mut run = agent(
-        &cp,
-        "n1",
-        &token,
-        dir.path(),
-        &["--reload-command", "exit 3"],
+    let fixed = dir.path().join("fixed");
+    let hook = format!(
+        "echo checking config; test -e {} || {{ echo 'nginx: [emerg] cannot load certificate' >&2; exit 3; }}",
+        fixed.display()
     );
+    let mut run = agent(&cp, "n1", &token, dir.path(), &["--reload-command", &hook]);
+
+    // The files are installed, the hook fails: the node says so, with the hook's words.
     let said = unhealthy_because(
         dir.path(),
-        "the last bundle (version 1) failed",
+        "version 1 is installed but its reload command failed",
         Duration::from_secs(30),
     )
     .await;
     assert!(
-        said.stderr.contains("3"),
-        "the hook's exit status: {}",
+        said.stderr.contains("status 3") && said.stderr.contains("[emerg] cannot load certificate"),
+        "{}",
         said.stderr
     );
+    assert!(read_installed(&dir.path().join("install"), true).is_some());
+    let node = cp.admin().get("/v1/services/web/nodes/n1").await.body;
+    assert_eq!(node["hook_exit_code"], 3, "{node}");
+    assert!(
+        node["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("checking config") && e.contains("[emerg]")),
+        "the control plane has the output too: {node}"
+    );
+
+    // The operator fixes the cause: the next retry succeeds and is acknowledged.
+    std::fs::write(&fixed, "").expect("fix");
+    healthy(dir.path()).await;
+    let node = eventually("acked after the retry", Duration::from_secs(20), || async {
+        let n = cp.admin().get("/v1/services/web/nodes/n1").await.body;
+        (n["acked_version"] == n["desired_version"] && n["last_error"].is_null()).then_some(n)
+    })
+    .await;
+    assert_eq!(node["hook_exit_code"], 0, "{node}");
+    assert!(!log_lines(dir.path(), "running the failed reload command again").is_empty());
     run.start_kill().expect("kill");
     let _ = run.wait().await;
 }

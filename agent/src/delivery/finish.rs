@@ -102,6 +102,7 @@ impl Delivery<'_> {
                 outcome
             }
         };
+        let hook_failed = outcome.hook_failed;
         let ack = self.ack_request(
             installed.version,
             &installed.content_hash,
@@ -119,6 +120,58 @@ impl Delivery<'_> {
             i.acked = true;
         }
         self.save();
+        self.note_hook(&installed.dir, hook_failed);
+    }
+
+    /// Schedules the next run of a failed reload command (backing off while it keeps
+    /// failing), or forgets the schedule once it succeeded.
+    pub(super) fn note_hook(&mut self, dir: &str, failed: bool) {
+        if !failed {
+            self.hook_retry = None;
+            return;
+        }
+        let mut backoff = match self.hook_retry.take() {
+            Some(r) if r.dir == dir => r.backoff,
+            _ => Backoff::new(retry_policy(self.cfg)),
+        };
+        let delay = backoff.next_delay();
+        self.hook_retry = Some(super::HookRetry {
+            dir: dir.to_owned(),
+            at: tokio::time::Instant::now() + delay,
+            backoff,
+        });
+    }
+
+    /// Runs the targets and the reload command of the installed version again, records
+    /// and acknowledges how it went (an ack `installed` once it succeeds).
+    pub(super) async fn retry_hook(&mut self, rx: &watch::Receiver<Session>) {
+        let Some(dir) = self.hook_retry.as_ref().map(|r| r.dir.clone()) else {
+            return;
+        };
+        let Some(installed) = self.record.installed.clone().filter(|i| i.dir == dir) else {
+            self.hook_retry = None;
+            return;
+        };
+        info!(
+            version = installed.version,
+            "running the failed reload command again"
+        );
+        let outcome = self.apply(&installed).await;
+        if let Some(i) = self.record.installed.as_mut().filter(|i| i.dir == dir) {
+            i.outcome = Some(outcome.clone());
+        }
+        self.record.last_error = outcome.error.clone();
+        self.save();
+        let hook_failed = outcome.hook_failed;
+        let ack = self.ack_request(
+            installed.version,
+            &installed.content_hash,
+            outcome,
+            installed.cert_not_after,
+            rx,
+        );
+        self.ack_until_done(rx, &ack).await;
+        self.note_hook(&dir, hook_failed);
     }
 
     async fn apply(&self, installed: &InstalledVersion) -> Outcome {
@@ -140,6 +193,7 @@ impl Delivery<'_> {
                 status: AckStatus::Installed,
                 error: None,
                 hook_exit_code: None,
+                hook_failed: false,
             };
         };
         let ctx = HookContext {
@@ -147,20 +201,26 @@ impl Delivery<'_> {
             install_dir: self.dir.path(),
             cert_not_after: installed.cert_not_after,
         };
-        match run_reload(command, &ctx, self.cfg.reload_timeout).await {
+        let run = run_reload(command, &ctx, self.cfg.reload_timeout).await;
+        match run.result {
             Ok(code) => {
-                info!(version = installed.version, "reload command succeeded");
+                info!(version = installed.version, output = %run.output, "reload command succeeded");
                 Outcome {
                     status: AckStatus::Installed,
                     error: None,
                     hook_exit_code: Some(code),
+                    hook_failed: false,
                 }
             }
             Err(err) => {
-                let msg = chain(&err);
-                warn!(version = installed.version, error = %msg, "reload command failed; the files stay installed");
+                let msg = match run.output.as_str() {
+                    "" => chain(&err),
+                    output => format!("{}; output: {}", chain(&err), last_chars(output, 1500)),
+                };
+                warn!(version = installed.version, error = %msg, "reload command failed; the files stay installed, it is retried");
                 Outcome {
                     hook_exit_code: err.exit_code(),
+                    hook_failed: true,
                     ..failed(msg)
                 }
             }
@@ -266,7 +326,16 @@ pub(super) fn adopt(
             status: AckStatus::Installed,
             error: None,
             hook_exit_code: None,
+            hook_failed: false,
         }),
         acked: true,
     }
+}
+
+/// The last `n` characters of `text` (the ack's error field is bounded).
+fn last_chars(text: &str, n: usize) -> &str {
+    let skip = text.chars().count().saturating_sub(n);
+    text.char_indices()
+        .nth(skip)
+        .map_or("", |(i, _)| &text[i..])
 }

@@ -32,6 +32,10 @@ pub struct Outcome {
     pub status: AckStatus,
     pub error: Option<String>,
     pub hook_exit_code: Option<i32>,
+    /// The files are installed but the reload command failed: it is run again with
+    /// backoff until it succeeds or another version arrives.
+    #[serde(default)]
+    pub hook_failed: bool,
 }
 
 /// One installed version.
