@@ -1,5 +1,6 @@
 //! The operator's path, with the real binaries: `ferryctl` creates a service and a join
-//! token, `ferry-agent enroll` enrolls a node, and `openssl` checks the identity.
+//! token, `ferry-agent enroll` enrolls a node, and `openssl` checks the identity; the
+//! `ferry-agent run` line that `join-token create` prints delivers a bundle as printed.
 
 use ferry_tests::ferryctl::{Ferryctl, json_of};
 use ferry_tests::{Backend, ControlPlane, bin_path, spawn_control_plane};
@@ -236,4 +237,66 @@ async fn ferryctl_and_agent_enroll_a_node_sqlite() {
 #[tokio::test]
 async fn ferryctl_and_agent_enroll_a_node_postgres() {
     ferryctl_and_agent_enroll_a_node(Backend::Postgres).await;
+}
+
+/// What `join-token create` prints is what a newcomer pastes on the node: run as printed
+/// (with this test's node id and directories), it enrolls, installs and acknowledges,
+/// and its log, written to a file, carries no terminal colour codes.
+#[tokio::test]
+async fn the_run_line_join_token_create_prints_delivers_a_bundle() {
+    let cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
+    cp.create_service("web", serde_json::json!({})).await;
+    let printed = ferryctl(&cp, &["join-token", "create", "web", "--max-uses", "1"]).await;
+    assert!(printed.status.success(), "{printed:?}");
+    let text = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("ferry-agent run"))
+        .unwrap_or_else(|| panic!("a ferry-agent run line in {text}"))
+        .trim()
+        .to_owned();
+
+    // The node's own parts: its id, and directories this test may write.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let install = dir.path().join("certs");
+    let command = format!(
+        // `env` so that `exec` (killing sh kills the agent) takes the VAR=value prefix.
+        "exec env {} --state-dir {}",
+        line.replace("<NODE_ID>", "node-7")
+            .replace("/var/lib/ferry-agent/certs", &install.display().to_string())
+            .replace(
+                " ferry-agent ",
+                &format!(" {} ", bin_path("ferry-agent").display())
+            ),
+        dir.path().join("state").display()
+    );
+    let log = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+    let mut agent = tokio::process::Command::new("sh")
+        .args(["-c", &command])
+        .env_remove("FERRY_JOIN_TOKEN")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sh runs");
+
+    let acked = ferry_tests::eventually(
+        "node-7 acked",
+        std::time::Duration::from_secs(30),
+        || async {
+            let n = cp.admin().get("/v1/services/web/nodes/node-7").await.body;
+            (n["acked_version"].as_i64() >= Some(1)).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(acked["acked_hash"], acked["desired_hash"]);
+    assert!(install.join("current/cert.pem").exists());
+    agent.start_kill().expect("kill");
+    let _ = agent.wait().await;
+    let logged = std::fs::read_to_string(dir.path().join("agent.log")).expect("log");
+    assert!(logged.contains("identity ready"), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a log file: {logged}"
+    );
 }

@@ -200,7 +200,8 @@ pub fn audit(items: &[AuditEntry]) -> String {
     t.render()
 }
 
-/// The new join token, its pin, and a command to paste on the node.
+/// The new join token, its pin, and the command that runs the agent on a node (enrolling
+/// on its first start, then delivering).
 pub fn join_token(created: &JoinTokenCreated, service: &ServiceName, server: &str) -> String {
     let mut out = fields(&[
         ("token", created.token.clone()),
@@ -208,10 +209,13 @@ pub fn join_token(created: &JoinTokenCreated, service: &ServiceName, server: &st
         ("expires", time(created.expires_at)),
         ("max uses", created.max_uses.to_string()),
     ]);
-    out.push_str("\nEnroll a node (the token is shown only once):\n");
+    out.push_str(
+        "\nRun the agent on a node (the token is shown only once; with the packaged unit put \
+         it in /etc/ferry/join-token instead):\n",
+    );
     out.push_str(&format!(
-        "  ferry-agent enroll --server {server} --service {service} --node-id <NODE_ID> \
-         --join-token {} --ca-fingerprint {}\n",
+        "  FERRY_JOIN_TOKEN={} ferry-agent run --server {server} --service {service} \
+         --node-id <NODE_ID> --ca-fingerprint {} --install-dir /var/lib/ferry-agent/certs\n",
         created.token, created.ca_fingerprint
     ));
     out
@@ -397,15 +401,15 @@ mod tests {
             text.contains("expires:        2026-01-02T03:04:05Z\n"),
             "{text}"
         );
-        let enroll = text
+        let run = text
             .lines()
-            .find(|l| l.contains("ferry-agent enroll"))
+            .find(|l| l.contains("ferry-agent run"))
             .expect("line");
         assert_eq!(
-            enroll.trim(),
+            run.trim(),
             format!(
-                "ferry-agent enroll --server https://cp:8443 --service web --node-id <NODE_ID> \
-                 --join-token jt_abc --ca-fingerprint {}",
+                "FERRY_JOIN_TOKEN=jt_abc ferry-agent run --server https://cp:8443 --service web \
+                 --node-id <NODE_ID> --ca-fingerprint {} --install-dir /var/lib/ferry-agent/certs",
                 created.ca_fingerprint
             )
         );
