@@ -17,20 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A tenant's API client (the tenant is created first).
-async fn tenant(cp: &ControlPlane, name: &str) -> ferry_tests::control_plane::Api {
-    let created = cp
-        .admin()
-        .post("/v1/tenants", json!({ "name": name }))
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let t = cp
-        .admin()
-        .post(&format!("/v1/tenants/{name}/tokens"), json!({}))
-        .await;
-    cp.api(Some(t.body["token"].as_str().expect("tenant token")))
-}
-
 fn count(cp: &ControlPlane, table: &str, service: &str) -> i64 {
     cp.db.scalar(&format!(
         "SELECT COUNT(*) AS n FROM {table} WHERE service = '{service}'"
@@ -39,7 +25,7 @@ fn count(cp: &ControlPlane, table: &str, service: &str) -> i64 {
 
 async fn recreated_name_inherits_no_history(backend: Backend) {
     let cp = spawn_control_plane(backend, |_| {}).await;
-    let acme = tenant(&cp, "acme").await;
+    let acme = cp.tenant("acme").await;
     let r = acme
         .post("/v1/services", json!({ "name": "acme-web" }))
         .await;
@@ -116,7 +102,7 @@ async fn a_recreated_service_name_inherits_no_history_sqlite() {
 #[tokio::test]
 async fn creating_a_service_tells_a_tenant_nothing_about_other_tenants_names() {
     let cp = spawn_control_plane(Backend::Sqlite, |_| {}).await;
-    let (alpha, beta) = (tenant(&cp, "alpha").await, tenant(&cp, "beta").await);
+    let (alpha, beta) = (cp.tenant("alpha").await, cp.tenant("beta").await);
     assert_eq!(
         alpha
             .post("/v1/services", json!({ "name": "alpha-pay" }))

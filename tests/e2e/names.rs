@@ -6,7 +6,7 @@
 
 use ferry_tests::agent::spawn_agent;
 use ferry_tests::ferryctl::{Ferryctl, json_of};
-use ferry_tests::{Backend, ControlPlane, eventually, spawn_control_plane};
+use ferry_tests::{Backend, eventually, spawn_control_plane};
 use serde_json::json;
 use std::time::Duration;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
@@ -37,30 +37,11 @@ fn sans(pem: &str) -> (Vec<String>, Vec<String>) {
     (dns, ips)
 }
 
-async fn tenant(cp: &ControlPlane, name: &str) -> ferry_tests::control_plane::Api {
-    let admin = cp.admin();
-    assert_eq!(
-        admin
-            .post("/v1/tenants", json!({ "name": name }))
-            .await
-            .status,
-        201
-    );
-    let token = admin
-        .post(&format!("/v1/tenants/{name}/tokens"), json!({}))
-        .await
-        .body["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    cp.api(Some(&token))
-}
-
 #[tokio::test]
 async fn ip_sans_are_issued_only_inside_the_admins_networks() {
     // Arrange: tenant alpha's service alpha-web.
     let cp = spawn_control_plane(Backend::Postgres, |_| {}).await;
-    let alpha = tenant(&cp, "alpha").await;
+    let alpha = cp.tenant("alpha").await;
     let created = alpha
         .post("/v1/services", json!({ "name": "alpha-web" }))
         .await;

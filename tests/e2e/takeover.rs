@@ -9,33 +9,11 @@ use ferry_tests::{Backend, ControlPlane, spawn_control_plane};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-async fn tenant_api(cp: &ControlPlane, tenant: &str) -> ferry_tests::control_plane::Api {
-    let admin = cp.admin();
-    assert_eq!(
-        admin
-            .post("/v1/tenants", json!({ "name": tenant }))
-            .await
-            .status,
-        201
-    );
-    let token = admin
-        .post(&format!("/v1/tenants/{tenant}/tokens"), json!({}))
-        .await
-        .body["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
-    cp.api(Some(&token))
-}
-
 #[tokio::test]
 async fn a_tenant_cannot_name_its_certificates_after_the_control_plane_or_outside_its_service() {
     // Arrange: two tenants; beta's service is beta-api.
     let cp = spawn_control_plane(Backend::Sqlite, |_| {}).await;
-    let (alpha, beta) = (
-        tenant_api(&cp, "alpha").await,
-        tenant_api(&cp, "beta").await,
-    );
+    let (alpha, beta) = (cp.tenant("alpha").await, cp.tenant("beta").await);
     assert_eq!(
         beta.post("/v1/services", json!({ "name": "beta-api" }))
             .await

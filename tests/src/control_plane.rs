@@ -197,6 +197,25 @@ impl ControlPlane {
         }
     }
 
+    /// Creates tenant `name` and returns an API client with a new (admin-role) token of it.
+    pub async fn tenant(&self, name: &str) -> Api {
+        let created = self
+            .admin()
+            .post("/v1/tenants", serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(
+            created.status, 201,
+            "create tenant {name}: {}",
+            created.body
+        );
+        let t = self
+            .admin()
+            .post(&format!("/v1/tenants/{name}/tokens"), serde_json::json!({}))
+            .await;
+        assert_eq!(t.status, 201, "tenant token of {name}: {}", t.body);
+        self.api(Some(t.body["token"].as_str().expect("tenant token")))
+    }
+
     /// Creates a service (as admin, default tenant) with `settings` merged into the body.
     pub async fn create_service(&self, name: &str, settings: Value) -> Value {
         let mut body = serde_json::json!({ "name": name });

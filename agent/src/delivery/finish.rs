@@ -87,21 +87,35 @@ impl Delivery<'_> {
     ) {
         let outcome = match installed.outcome.clone() {
             Some(outcome) => outcome,
-            None => {
-                let outcome = self.apply(&installed).await;
-                if let Some(i) = self
-                    .record
-                    .installed
-                    .as_mut()
-                    .filter(|i| i.dir == installed.dir)
-                {
-                    i.outcome = Some(outcome.clone());
-                }
-                self.record.last_error = outcome.error.clone();
-                self.save();
-                outcome
-            }
+            None => self.apply_and_record(&installed).await,
         };
+        self.acknowledge(&installed, outcome, rx).await;
+    }
+
+    /// Applies `installed` (targets, reload command) and records the outcome.
+    async fn apply_and_record(&mut self, installed: &InstalledVersion) -> Outcome {
+        let outcome = self.apply(installed).await;
+        if let Some(i) = self
+            .record
+            .installed
+            .as_mut()
+            .filter(|i| i.dir == installed.dir)
+        {
+            i.outcome = Some(outcome.clone());
+        }
+        self.record.last_error = outcome.error.clone();
+        self.save();
+        outcome
+    }
+
+    /// Acknowledges `outcome` of `installed` until the control plane has it, marks it
+    /// acknowledged and schedules (or forgets) a retry of its reload command.
+    async fn acknowledge(
+        &mut self,
+        installed: &InstalledVersion,
+        outcome: Outcome,
+        rx: &watch::Receiver<Session>,
+    ) {
         let hook_failed = outcome.hook_failed;
         let ack = self.ack_request(
             installed.version,
@@ -156,22 +170,8 @@ impl Delivery<'_> {
             version = installed.version,
             "running the failed reload command again"
         );
-        let outcome = self.apply(&installed).await;
-        if let Some(i) = self.record.installed.as_mut().filter(|i| i.dir == dir) {
-            i.outcome = Some(outcome.clone());
-        }
-        self.record.last_error = outcome.error.clone();
-        self.save();
-        let hook_failed = outcome.hook_failed;
-        let ack = self.ack_request(
-            installed.version,
-            &installed.content_hash,
-            outcome,
-            installed.cert_not_after,
-            rx,
-        );
-        self.ack_until_done(rx, &ack).await;
-        self.note_hook(&dir, hook_failed);
+        let outcome = self.apply_and_record(&installed).await;
+        self.acknowledge(&installed, outcome, rx).await;
     }
 
     async fn apply(&self, installed: &InstalledVersion) -> Outcome {
