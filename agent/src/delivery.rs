@@ -205,12 +205,10 @@ impl<'a> Delivery<'a> {
             };
             let polled = match polled {
                 Ok(polled) => polled,
-                Err(err) if err.revocation().is_some() => {
-                    return Err(AgentError::Revoked {
-                        reason: err.revocation().unwrap_or_default(),
-                    });
-                }
                 Err(err) => {
+                    if let Some(reason) = err.revocation() {
+                        return Err(AgentError::Revoked { reason });
+                    }
                     let delay = self.delay_after(&err, &session, "bundle poll failed");
                     self.warn_if_expiring(&session);
                     tokio::time::sleep(delay).await;
